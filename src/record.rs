@@ -1,0 +1,256 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The JSON record format every persistent store and the export file use.
+//!
+//! A record is one JSON object on one line:
+//!
+//! ```json
+//! {"schema_version":1,"environment":{"id":"env-1","name":"scratch","runtime":"python",…}}
+//! ```
+//!
+//! Field names are snake_case, timestamps RFC 3339 in UTC with up to nine
+//! fractional digits, and the inactivity timeout `{"secs":…,"nanos":…}`.
+//! Encoding is lossless: `decode(&encode(&env)?)? == env` for every value.
+//!
+//! **Newer schemas are refused, never truncated.** A record whose
+//! `schema_version` is above [`SCHEMA_VERSION`] decodes to
+//! [`RecordError::UnsupportedSchema`], and a record of this version with a
+//! field this reader does not know is refused as invalid. So an older reader
+//! can never load a newer record and save it back with fields dropped.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::domain::Environment;
+
+/// The schema version this build writes, and the newest it reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Why bytes could not be decoded into an [`Environment`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The record was written by a newer schema than this build reads.
+    #[error(
+        "record has schema version {found}, newer than version {supported} that this build reads; upgrade waggle-store"
+    )]
+    UnsupportedSchema {
+        /// The version found in the record.
+        found: u32,
+        /// [`SCHEMA_VERSION`].
+        supported: u32,
+    },
+    /// The bytes are not a valid record of this schema.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    schema_version: u32,
+    environment: &'a Environment,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordIn<'a> {
+    schema_version: u32,
+    #[serde(borrow)]
+    environment: &'a RawValue,
+}
+
+/// Only the version, read leniently to explain a record the strict parse refused.
+#[derive(Deserialize)]
+struct VersionOnly {
+    schema_version: u32,
+}
+
+/// Encodes `env` as one line of JSON (no trailing newline).
+pub fn encode(env: &Environment) -> Vec<u8> {
+    let record = RecordOut {
+        schema_version: SCHEMA_VERSION,
+        environment: env,
+    };
+    // Serializing plain structs of strings, integers, booleans and chrono
+    // timestamps into a Vec cannot fail: no map has non-string keys and no
+    // writer can return an I/O error.
+    serde_json::to_vec(&record).unwrap_or_default()
+}
+
+/// Decodes one record, refusing newer schemas, unknown fields and invalid ids.
+pub fn decode(bytes: &[u8]) -> Result<Environment, RecordError> {
+    let record: RecordIn<'_> = match serde_json::from_slice(bytes) {
+        Ok(record) => record,
+        Err(strict) => {
+            return Err(match serde_json::from_slice::<VersionOnly>(bytes) {
+                Ok(v) if v.schema_version > SCHEMA_VERSION => RecordError::UnsupportedSchema {
+                    found: v.schema_version,
+                    supported: SCHEMA_VERSION,
+                },
+                _ => RecordError::Invalid(strict.to_string()),
+            });
+        }
+    };
+    if record.schema_version > SCHEMA_VERSION {
+        return Err(RecordError::UnsupportedSchema {
+            found: record.schema_version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if record.schema_version != SCHEMA_VERSION {
+        return Err(RecordError::Invalid(format!(
+            "unknown schema version {}",
+            record.schema_version
+        )));
+    }
+    let env: Environment = serde_json::from_str(record.environment.get())
+        .map_err(|e| RecordError::Invalid(format!("environment: {e}")))?;
+    env.validate()
+        .map_err(|e| RecordError::Invalid(e.to_string()))?;
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Capabilities, Runtime, Status};
+    use chrono::{DateTime, Utc};
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn full() -> Environment {
+        let t = DateTime::<Utc>::from_timestamp(1_790_000_000, 123_456_789).unwrap_or_default();
+        let mut env = Environment::new_at("env-1", "näme ☃ \"quoted\"", Runtime::Node, t);
+        env.ssh_port = 65535;
+        env.inactivity_timeout = Duration::new(1800, 1);
+        env.capabilities = Capabilities {
+            detected_at: Some(t),
+            path: "/usr/bin:/bin".into(),
+            python_cmd: Some("python3".into()),
+            pip_cmd: Some("pip3".into()),
+            node_cmd: Some("node".into()),
+            npm_cmd: Some("npm".into()),
+            has_venv: true,
+            has_apk: true,
+            has_apt_get: true,
+            has_dnf: true,
+            has_yum: true,
+            has_zypper: true,
+            is_root: true,
+        };
+        env.capabilities_detected = true;
+        env
+    }
+
+    #[test]
+    fn format_is_snake_case_rfc3339_and_versioned() {
+        let text = String::from_utf8(encode(&full())).unwrap_or_default();
+        for needle in [
+            "\"schema_version\":1",
+            "\"created_at\":\"2026-09-21T",
+            ".123456789Z\"",
+            "\"runtime\":\"node\"",
+            "\"status\":\"creating\"",
+            "\"has_apt_get\":true",
+            "\"inactivity_timeout\":{\"secs\":1800,\"nanos\":1}",
+        ] {
+            assert!(text.contains(needle), "{needle} not in {text}");
+        }
+        assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn refuses_newer_schema_unknown_fields_and_bad_ids() {
+        let good = String::from_utf8(encode(&full())).unwrap_or_default();
+        let newer = good.replace("\"schema_version\":1", "\"schema_version\":2");
+        assert_eq!(
+            decode(newer.as_bytes()),
+            Err(RecordError::UnsupportedSchema {
+                found: 2,
+                supported: 1
+            })
+        );
+        let newer_with_field = newer.replace("\"name\"", "\"colour\":\"red\",\"name\"");
+        assert!(matches!(
+            decode(newer_with_field.as_bytes()),
+            Err(RecordError::UnsupportedSchema { found: 2, .. })
+        ));
+        let cases = [
+            ("unknown field", good.replace("\"name\"", "\"colour\":\"red\",\"name\"")),
+            ("unknown outer field", good.replace("{\"schema_version\"", "{\"x\":1,\"schema_version\"")),
+            ("version zero", good.replace("\"schema_version\":1", "\"schema_version\":0")),
+            ("bad id", good.replace("\"env-1\"", "\"env 1\"")),
+            ("bad runtime", good.replace("\"node\"", "\"ruby\"")),
+            ("truncated", good[..good.len() / 2].to_owned()),
+            ("not json", "\u{0}\u{1}garbage".to_owned()),
+            ("empty", String::new()),
+        ];
+        for (name, text) in cases {
+            assert!(
+                matches!(decode(text.as_bytes()), Err(RecordError::Invalid(_))),
+                "case {name}"
+            );
+        }
+    }
+
+    fn arb_time() -> impl Strategy<Value = DateTime<Utc>> {
+        // Years 0001..=9999: the range RFC 3339 can write.
+        (-62_135_596_800_i64..253_402_300_799, 0u32..1_000_000_000)
+            .prop_map(|(s, n)| DateTime::from_timestamp(s, n).unwrap_or_default())
+    }
+
+    prop_compose! {
+        fn arb_env()(
+            id in "[a-zA-Z0-9_.:-]{1,64}",
+            name in any::<String>(),
+            runtime in prop::sample::select(Runtime::ALL.to_vec()),
+            steps in prop::sample::select(vec![
+                vec![], vec![Status::Running], vec![Status::Error],
+                vec![Status::Running, Status::Destroying],
+                vec![Status::Running, Status::Destroying, Status::Destroyed],
+            ]),
+            ssh_port in any::<u16>(),
+            created in arb_time(),
+            used in arb_time(),
+            timeout in (any::<u64>(), 0u32..1_000_000_000),
+            detected_at in proptest::option::of(arb_time()),
+            path in any::<String>(),
+            cmds in proptest::array::uniform4(proptest::option::of(".{0,12}")),
+            flags in proptest::array::uniform8(any::<bool>()),
+        ) -> Environment {
+            let mut env = Environment::new_at(id, name, runtime, created);
+            for s in steps { let _ = env.transition_to(s); }
+            env.ssh_port = ssh_port;
+            env.last_used = used;
+            env.inactivity_timeout = Duration::new(timeout.0, timeout.1);
+            let [python_cmd, pip_cmd, node_cmd, npm_cmd] = cmds;
+            env.capabilities = Capabilities {
+                detected_at, path, python_cmd, pip_cmd, node_cmd, npm_cmd,
+                has_venv: flags[0], has_apk: flags[1], has_apt_get: flags[2], has_dnf: flags[3],
+                has_yum: flags[4], has_zypper: flags[5], is_root: flags[6],
+            };
+            env.capabilities_detected = flags[7];
+            env
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_is_lossless(env in arb_env()) {
+            prop_assert_eq!(decode(&encode(&env)), Ok(env));
+        }
+    }
+
+    #[test]
+    fn round_trip_edges() {
+        let mut long = full();
+        long.name = "ü".repeat(100_000);
+        long.ssh_port = 0;
+        let mut empty = Environment::new_at("e", "", Runtime::Shell, DateTime::<Utc>::MIN_UTC);
+        empty.last_used = DateTime::<Utc>::MAX_UTC;
+        for env in [full(), long, empty] {
+            assert_eq!(decode(&encode(&env)), Ok(env));
+        }
+    }
+}
