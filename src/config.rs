@@ -110,11 +110,26 @@ mod tests {
     #[test]
     fn precedence_and_errors() {
         let redb = |p: &str| StoreConfig::Redb { path: p.into() };
-        assert_eq!(config(&[("WAGGLE_STORE_PATH", "/a/s.db"), ("WAGGLE_DATA_DIR", "/d")]).ok(), Some(redb("/a/s.db")));
-        assert_eq!(config(&[("WAGGLE_DATA_DIR", "/d")]).ok(), Some(redb("/d/waggle.db")));
-        assert_eq!(config(&[("WAGGLE_STORE_PATH", ""), ("WAGGLE_DATA_DIR", "/d")]).ok(), Some(redb("/d/waggle.db")));
-        assert_eq!(config(&[("WAGGLE_STORE", "memory")]).ok(), Some(StoreConfig::Memory));
-        assert_eq!(config(&[("WAGGLE_STORE", "redb"), ("WAGGLE_DATA_DIR", "/d")]).ok(), Some(redb("/d/waggle.db")));
+        assert_eq!(
+            config(&[("WAGGLE_STORE_PATH", "/a/s.db"), ("WAGGLE_DATA_DIR", "/d")]).ok(),
+            Some(redb("/a/s.db"))
+        );
+        assert_eq!(
+            config(&[("WAGGLE_DATA_DIR", "/d")]).ok(),
+            Some(redb("/d/waggle.db"))
+        );
+        assert_eq!(
+            config(&[("WAGGLE_STORE_PATH", ""), ("WAGGLE_DATA_DIR", "/d")]).ok(),
+            Some(redb("/d/waggle.db"))
+        );
+        assert_eq!(
+            config(&[("WAGGLE_STORE", "memory")]).ok(),
+            Some(StoreConfig::Memory)
+        );
+        assert_eq!(
+            config(&[("WAGGLE_STORE", "redb"), ("WAGGLE_DATA_DIR", "/d")]).ok(),
+            Some(redb("/d/waggle.db"))
+        );
         let err = config(&[("WAGGLE_STORE", "postgres")]).unwrap_err();
         assert!(err.to_string().contains("use redb or memory"), "{err}");
     }
@@ -124,7 +139,9 @@ mod tests {
         if let Some(dir) = dirs::config_dir() {
             assert_eq!(
                 config(&[]).ok(),
-                Some(StoreConfig::Redb { path: dir.join("waggle").join("waggle.db") })
+                Some(StoreConfig::Redb {
+                    path: dir.join("waggle").join("waggle.db")
+                })
             );
         }
     }

@@ -92,9 +92,9 @@ impl Error {
     /// or [`UnsupportedSchema`](Error::UnsupportedSchema) error.
     pub fn id(&self) -> Option<&str> {
         match self {
-            Error::NotFound { id } | Error::Corrupt { id, .. } | Error::UnsupportedSchema { id, .. } => {
-                Some(id)
-            }
+            Error::NotFound { id }
+            | Error::Corrupt { id, .. }
+            | Error::UnsupportedSchema { id, .. } => Some(id),
             Error::InvalidId(e) => Some(&e.id),
             _ => None,
         }

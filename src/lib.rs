@@ -25,6 +25,7 @@ mod repository;
 pub mod store;
 
 pub use async_trait::async_trait;
+pub use chrono;
 pub use config::StoreConfig;
 pub use domain::{Capabilities, Environment, Runtime, Status};
 pub use error::{BoxError, Error, Result};

@@ -177,9 +177,18 @@ mod tests {
             Err(RecordError::UnsupportedSchema { found: 2, .. })
         ));
         let cases = [
-            ("unknown field", good.replace("\"name\"", "\"colour\":\"red\",\"name\"")),
-            ("unknown outer field", good.replace("{\"schema_version\"", "{\"x\":1,\"schema_version\"")),
-            ("version zero", good.replace("\"schema_version\":1", "\"schema_version\":0")),
+            (
+                "unknown field",
+                good.replace("\"name\"", "\"colour\":\"red\",\"name\""),
+            ),
+            (
+                "unknown outer field",
+                good.replace("{\"schema_version\"", "{\"x\":1,\"schema_version\""),
+            ),
+            (
+                "version zero",
+                good.replace("\"schema_version\":1", "\"schema_version\":0"),
+            ),
             ("bad id", good.replace("\"env-1\"", "\"env 1\"")),
             ("bad runtime", good.replace("\"node\"", "\"ruby\"")),
             ("truncated", good[..good.len() / 2].to_owned()),

@@ -1,1 +1,303 @@
-//! x
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The conformance suite for [`waggle_store::Repository`] backends.
+//!
+//! One macro call in a backend's tests proves it honours the whole
+//! contract:
+//!
+//! ```ignore
+//! waggle_store_conformance::repository_conformance!(
+//!     my_store,
+//!     fresh: || async { (MyStore::new(), ()) },
+//! );
+//! ```
+//!
+//! Each check in [`CHECKS`] becomes its own `#[test]`, named
+//! `my_store::<check>`, so `cargo test my_store::upsert` runs one. Checks
+//! that need a capability the backend did not give (today: `reopen`) are
+//! generated as ignored tests whose reason says so — visible in the test
+//! output, never a silent pass.
+//!
+//! The number of generated cases for property checks comes from
+//! `WAGGLE_CONFORMANCE_CASES` (default 32).
+#![deny(missing_docs)]
+
+pub mod cancellation;
+pub mod checks;
+pub mod concurrency;
+pub mod generate;
+mod harness;
+pub mod model;
+
+pub use harness::{Harness, Instance};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use tokio;
+}
+
+/// The variable that sets how many cases each property check generates.
+pub const CASES_VAR: &str = "WAGGLE_CONFORMANCE_CASES";
+
+/// The number of generated cases per property check: `$WAGGLE_CONFORMANCE_CASES`,
+/// or 32.
+pub fn cases() -> u32 {
+    std::env::var(CASES_VAR)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(32)
+}
+
+/// One check of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check {
+    /// The test's name.
+    pub name: &'static str,
+    /// Whether it needs the backend's `reopen`.
+    pub needs_reopen: bool,
+    /// The clause of the contract it proves.
+    pub guarantees: &'static str,
+}
+
+const fn check(name: &'static str, needs_reopen: bool, guarantees: &'static str) -> Check {
+    Check {
+        name,
+        needs_reopen,
+        guarantees,
+    }
+}
+
+/// Every check, in the order the macro generates them.
+pub const CHECKS: &[Check] = &[
+    check(
+        "not_found",
+        false,
+        "find_by_id and delete of ids not stored (never saved, deleted, invalid) return NotFound carrying the id",
+    ),
+    check(
+        "upsert",
+        false,
+        "save of a stored id replaces the whole value; count stays the same",
+    ),
+    check(
+        "round_trip",
+        false,
+        "find_by_id returns exactly what was saved, for edge cases and generated values",
+    ),
+    check(
+        "find_all_order",
+        false,
+        "find_all returns every value, sorted bytewise by id",
+    ),
+    check(
+        "count",
+        false,
+        "count is right after every kind of operation",
+    ),
+    check(
+        "delete",
+        false,
+        "a deleted value is gone for every method, and nothing else is",
+    ),
+    check(
+        "invalid_ids",
+        false,
+        "save refuses invalid ids with InvalidId and stores nothing",
+    ),
+    check(
+        "copy_isolation",
+        false,
+        "changing a value passed to save or returned by a find changes nothing stored",
+    ),
+    check(
+        "reopen_persists",
+        true,
+        "what was saved and not deleted is there after a reopen",
+    ),
+    check(
+        "model_sequences",
+        false,
+        "random sequences of every operation agree with a BTreeMap model after every step",
+    ),
+    check(
+        "model_sequences_with_reopen",
+        true,
+        "the same, with reopens in the sequences",
+    ),
+    check(
+        "cancel_after_polls",
+        false,
+        "a future dropped after k polls leaves the store as before or fully after, and usable",
+    ),
+    check(
+        "cancel_by_timeout",
+        false,
+        "a call cut short by a timeout leaves the store as before or fully after, and usable",
+    ),
+    check(
+        "no_executor_stall",
+        false,
+        "on a current-thread runtime a timeout around any call fires on time",
+    ),
+    check(
+        "concurrent_linearizable",
+        false,
+        "32 tasks on shared ids: each id's history is linearizable; count matches find_all",
+    ),
+    check(
+        "concurrent_distinct_writers",
+        false,
+        "64 tasks saving distinct ids: nothing is lost",
+    ),
+];
+
+/// The names of [`CHECKS`], in order.
+pub fn check_names() -> Vec<&'static str> {
+    CHECKS.iter().map(|c| c.name).collect()
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot build a tokio runtime: {e}"))
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot build a tokio runtime: {e}"))
+}
+
+/// Runs the check called `name` against stores from `harness`; panics with
+/// the check and case name on failure.
+pub fn run_check<S, G>(name: &str, harness: &Harness<S, G>)
+where
+    S: waggle_store::Repository + 'static,
+    G: Send + 'static,
+{
+    let rt = multi_thread();
+    match name {
+        "not_found" => rt.block_on(checks::not_found(harness)),
+        "upsert" => rt.block_on(checks::upsert(harness)),
+        "round_trip" => rt.block_on(checks::round_trip(harness)),
+        "find_all_order" => rt.block_on(checks::find_all_order(harness)),
+        "count" => rt.block_on(checks::count(harness)),
+        "delete" => rt.block_on(checks::delete(harness)),
+        "invalid_ids" => rt.block_on(checks::invalid_ids(harness)),
+        "copy_isolation" => rt.block_on(checks::copy_isolation(harness)),
+        "reopen_persists" => rt.block_on(checks::reopen_persists(harness)),
+        "model_sequences" => model::model_sequences(harness, &rt),
+        "model_sequences_with_reopen" => model::model_sequences_with_reopen(harness, &rt),
+        "cancel_after_polls" => rt.block_on(cancellation::cancel_after_polls(harness)),
+        "cancel_by_timeout" => rt.block_on(cancellation::cancel_by_timeout(harness)),
+        "no_executor_stall" => current_thread().block_on(cancellation::no_executor_stall(harness)),
+        "concurrent_linearizable" => rt.block_on(concurrency::concurrent_linearizable(harness)),
+        "concurrent_distinct_writers" => {
+            rt.block_on(concurrency::concurrent_distinct_writers(harness))
+        }
+        other => panic!("no conformance check is called {other:?}"),
+    }
+}
+
+/// Generates one `#[test]` per conformance check, in a module called
+/// `$name`, against stores made by `fresh` (and reopened by `reopen`).
+///
+/// * `fresh: || async { (store, guard) }` — a new, empty store and a value
+///   kept alive as long as it (a temp dir; `()` if none).
+/// * `reopen: |guard: &G| async { store }` — optional: opens the storage the
+///   guard names again; the suite drops the previous store first. The
+///   future must not borrow the guard: clone what it needs.
+///
+/// Without `reopen`, the checks that need it are generated with
+/// `#[ignore = "skipped: …"]` and show as ignored.
+///
+/// The module does `use super::*`, so names imported where the macro is
+/// called can be used in the closures.
+#[macro_export]
+macro_rules! repository_conformance {
+    ($name:ident, fresh: $fresh:expr, reopen: $reopen:expr $(,)?) => {
+        $crate::__conformance_module!(
+            $name,
+            ($crate::Harness::new($fresh).with_reopen($reopen)),
+            run
+        );
+    };
+    ($name:ident, fresh: $fresh:expr $(,)?) => {
+        $crate::__conformance_module!($name, ($crate::Harness::new($fresh)), skip);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_module {
+    ($name:ident, $harness:tt, $reopen:ident) => {
+        #[allow(unused_imports)]
+        mod $name {
+            use super::*;
+
+            $crate::__conformance_test!(not_found, $harness, run);
+            $crate::__conformance_test!(upsert, $harness, run);
+            $crate::__conformance_test!(round_trip, $harness, run);
+            $crate::__conformance_test!(find_all_order, $harness, run);
+            $crate::__conformance_test!(count, $harness, run);
+            $crate::__conformance_test!(delete, $harness, run);
+            $crate::__conformance_test!(invalid_ids, $harness, run);
+            $crate::__conformance_test!(copy_isolation, $harness, run);
+            $crate::__conformance_test!(reopen_persists, $harness, $reopen);
+            $crate::__conformance_test!(model_sequences, $harness, run);
+            $crate::__conformance_test!(model_sequences_with_reopen, $harness, $reopen);
+            $crate::__conformance_test!(cancel_after_polls, $harness, run);
+            $crate::__conformance_test!(cancel_by_timeout, $harness, run);
+            $crate::__conformance_test!(no_executor_stall, $harness, run);
+            $crate::__conformance_test!(concurrent_linearizable, $harness, run);
+            $crate::__conformance_test!(concurrent_distinct_writers, $harness, run);
+
+            /// The macro generates a test for every check the crate knows.
+            #[test]
+            fn suite_is_complete() {
+                let generated = [
+                    "not_found",
+                    "upsert",
+                    "round_trip",
+                    "find_all_order",
+                    "count",
+                    "delete",
+                    "invalid_ids",
+                    "copy_isolation",
+                    "reopen_persists",
+                    "model_sequences",
+                    "model_sequences_with_reopen",
+                    "cancel_after_polls",
+                    "cancel_by_timeout",
+                    "no_executor_stall",
+                    "concurrent_linearizable",
+                    "concurrent_distinct_writers",
+                ];
+                assert_eq!(generated.to_vec(), $crate::check_names());
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_test {
+    ($check:ident, ($harness:expr), run) => {
+        #[test]
+        fn $check() {
+            $crate::run_check(stringify!($check), &$harness);
+        }
+    };
+    ($check:ident, ($harness:expr), skip) => {
+        #[test]
+        #[ignore = "skipped: this backend gave repository_conformance! no `reopen`"]
+        fn $check() {
+            $crate::run_check(stringify!($check), &$harness);
+        }
+    };
+}

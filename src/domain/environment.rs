@@ -193,7 +193,11 @@ mod tests {
                     assert_eq!(result, Ok(()), "{from} -> {to}");
                     assert_eq!(env.status(), to);
                 } else {
-                    assert_eq!(result, Err(InvalidTransition { from, to }), "{from} -> {to}");
+                    assert_eq!(
+                        result,
+                        Err(InvalidTransition { from, to }),
+                        "{from} -> {to}"
+                    );
                     assert_eq!(env.status(), from, "a refused transition changes nothing");
                 }
                 checked += 1;
@@ -217,7 +221,10 @@ mod tests {
         env.inactivity_timeout = Duration::from_secs(60);
         assert!(!env.is_expired(at(1_059)));
         assert!(env.is_expired(at(1_060)));
-        assert!(!env.is_expired(at(10)), "a clock before last_used is not idle time");
+        assert!(
+            !env.is_expired(at(10)),
+            "a clock before last_used is not idle time"
+        );
         env.touch_at(at(1_050));
         assert!(!env.is_expired(at(1_060)));
         assert!(env.is_expired(at(1_050) + TimeDelta::seconds(61)));

@@ -74,7 +74,9 @@ impl fmt::Display for Status {
 
 /// A string that names no [`Status`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown status {value:?}: expected one of creating, running, destroying, destroyed, error")]
+#[error(
+    "unknown status {value:?}: expected one of creating, running, destroying, destroyed, error"
+)]
 pub struct UnknownStatus {
     /// The string that was given.
     pub value: String,

@@ -55,7 +55,10 @@ impl Repository for MemoryStore {
     ///
     /// Cancel safe: read-only.
     async fn find_by_id(&self, id: &str) -> Result<Environment> {
-        self.read().get(id).cloned().ok_or_else(|| Error::not_found(id))
+        self.read()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(id))
     }
 
     /// # Cancel safety

@@ -64,8 +64,10 @@ const HINT_DIR: &str = "point the store path at a file, for example DIR/waggle.d
 const HINT_LOCKED: &str = "another process or handle has it open for writing: stop it (a running Waggle server?), or use the read-only commands";
 const HINT_FOREIGN: &str =
     "this file was not written by waggle-store; check the path. The file was not modified";
-const HINT_NEWER: &str = "it was written by a newer waggle-store: upgrade this one. The file was not modified";
-const HINT_CORRUPT: &str = "restore it from a backup (waggle-store import) or move it aside to start empty";
+const HINT_NEWER: &str =
+    "it was written by a newer waggle-store: upgrade this one. The file was not modified";
+const HINT_CORRUPT: &str =
+    "restore it from a backup (waggle-store import) or move it aside to start empty";
 const HINT_IO: &str = "check the path, its permissions and the disk";
 
 /// Counters of the write path since the store was opened, for observing
@@ -175,9 +177,10 @@ fn database_error(path: &Path, e: DatabaseError) -> Error {
         DatabaseError::Storage(StorageError::Corrupted(what)) => {
             (format!("the file is corrupt ({what})"), HINT_CORRUPT)
         }
-        DatabaseError::UpgradeRequired(v) => {
-            (format!("redb file format {v} is not supported"), HINT_FOREIGN)
-        }
+        DatabaseError::UpgradeRequired(v) => (
+            format!("redb file format {v} is not supported"),
+            HINT_FOREIGN,
+        ),
         other => (other.to_string(), HINT_CORRUPT),
     };
     Error::Open {
@@ -188,7 +191,9 @@ fn database_error(path: &Path, e: DatabaseError) -> Error {
     }
 }
 
-fn storage<E: std::error::Error + Send + Sync + 'static>(context: &'static str) -> impl FnOnce(E) -> Error {
+fn storage<E: std::error::Error + Send + Sync + 'static>(
+    context: &'static str,
+) -> impl FnOnce(E) -> Error {
     move |e| Error::storage(context, e)
 }
 
@@ -213,12 +218,19 @@ fn inspect(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
         }
         return Err(open_error(
             path,
-            format!("it is a redb database of another application (tables: {})", tables.join(", ")),
+            format!(
+                "it is a redb database of another application (tables: {})",
+                tables.join(", ")
+            ),
             HINT_FOREIGN,
         ));
     }
     let meta = txn.open_table(META).map_err(|e| {
-        open_error(path, format!("its metadata table cannot be read: {e}"), HINT_CORRUPT)
+        open_error(
+            path,
+            format!("its metadata table cannot be read: {e}"),
+            HINT_CORRUPT,
+        )
     })?;
     let get = |key: &str| -> Result<Option<String>> {
         Ok(meta
@@ -227,7 +239,11 @@ fn inspect(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
             .map(|v| v.value().to_owned()))
     };
     if get("format")?.as_deref() != Some(FORMAT_NAME) {
-        return Err(open_error(path, "its metadata does not name waggle-store", HINT_FOREIGN));
+        return Err(open_error(
+            path,
+            "its metadata does not name waggle-store",
+            HINT_FOREIGN,
+        ));
     }
     for (key, supported) in [
         ("format_version", FORMAT_VERSION),
@@ -244,7 +260,11 @@ fn inspect(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
                 ));
             }
             None => {
-                return Err(open_error(path, format!("its {key} is missing or not a number"), HINT_CORRUPT));
+                return Err(open_error(
+                    path,
+                    format!("its {key} is missing or not a number"),
+                    HINT_CORRUPT,
+                ));
             }
         }
     }
@@ -302,7 +322,9 @@ impl RedbStore {
         };
         let db = match meta {
             Some(m) if m.is_dir() => return Err(open_error(path, "it is a directory", HINT_DIR)),
-            Some(m) if m.len() == 0 => builder().create(path).map_err(|e| database_error(path, e))?,
+            Some(m) if m.len() == 0 => builder()
+                .create(path)
+                .map_err(|e| database_error(path, e))?,
             Some(_) => {
                 // Look before writing anything: a read-only open changes nothing.
                 match builder().open_read_only(path) {
@@ -320,7 +342,8 @@ impl RedbStore {
             }
             None => {
                 if let Some(parent) = path.parent() {
-                    create_dirs(parent).map_err(|e| io_error(path, "cannot create its directory", e))?;
+                    create_dirs(parent)
+                        .map_err(|e| io_error(path, "cannot create its directory", e))?;
                 }
                 OpenOptions::new()
                     .write(true)
@@ -329,7 +352,9 @@ impl RedbStore {
                     .open(path)
                     .map_err(|e| io_error(path, "cannot create it", e))?;
                 sync_parent(path).map_err(|e| io_error(path, "cannot sync its directory", e))?;
-                builder().create(path).map_err(|e| database_error(path, e))?
+                builder()
+                    .create(path)
+                    .map_err(|e| database_error(path, e))?
             }
         };
         let layout = {
@@ -375,7 +400,9 @@ impl RedbStore {
             return Err(open_error(path, "it is a directory", HINT_DIR));
         }
         let ro = builder().open_read_only(path).map_err(|e| match e {
-            DatabaseError::Storage(StorageError::Io(io)) if io.kind() == io::ErrorKind::NotFound => {
+            DatabaseError::Storage(StorageError::Io(io))
+                if io.kind() == io::ErrorKind::NotFound =>
+            {
                 open_error(path, "it does not exist", HINT_IO)
             }
             DatabaseError::RepairAborted => open_error(
@@ -388,7 +415,11 @@ impl RedbStore {
         {
             let txn = ro.begin_read().map_err(storage("beginning a read"))?;
             if let Layout::Empty = inspect(path, &txn)? {
-                return Err(open_error(path, "it is an empty redb database, not a waggle store", HINT_FOREIGN));
+                return Err(open_error(
+                    path,
+                    "it is an empty redb database, not a waggle store",
+                    HINT_FOREIGN,
+                ));
             }
         }
         Ok(Self {
@@ -480,9 +511,13 @@ impl Drop for RedbStore {
 }
 
 fn initialise(db: &Database) -> Result<()> {
-    let txn = db.begin_write().map_err(storage("initialising the store"))?;
+    let txn = db
+        .begin_write()
+        .map_err(storage("initialising the store"))?;
     {
-        let mut meta = txn.open_table(META).map_err(storage("initialising the store"))?;
+        let mut meta = txn
+            .open_table(META)
+            .map_err(storage("initialising the store"))?;
         let format_version = FORMAT_VERSION.to_string();
         let schema_version = record::SCHEMA_VERSION.to_string();
         for (k, v) in [
@@ -490,9 +525,11 @@ fn initialise(db: &Database) -> Result<()> {
             ("format_version", format_version.as_str()),
             ("schema_version", schema_version.as_str()),
         ] {
-            meta.insert(k, v).map_err(storage("initialising the store"))?;
+            meta.insert(k, v)
+                .map_err(storage("initialising the store"))?;
         }
-        txn.open_table(RECORDS).map_err(storage("initialising the store"))?;
+        txn.open_table(RECORDS)
+            .map_err(storage("initialising the store"))?;
     }
     txn.commit().map_err(storage("initialising the store"))
 }
@@ -543,16 +580,24 @@ fn apply(db: &Database, batch: &[Request]) -> Result<Applied> {
     let mut results = Vec::with_capacity(batch.len());
     let (mut saves, mut deletes) = (0, 0);
     {
-        let mut table = txn.open_table(RECORDS).map_err(storage("opening the table"))?;
+        let mut table = txn
+            .open_table(RECORDS)
+            .map_err(storage("opening the table"))?;
         for request in batch {
             results.push(match &request.op {
                 Op::Save { id, bytes } => {
-                    table.insert(id.as_str(), bytes.as_slice()).map_err(storage("saving"))?;
+                    table
+                        .insert(id.as_str(), bytes.as_slice())
+                        .map_err(storage("saving"))?;
                     saves += 1;
                     Ok(())
                 }
                 Op::Delete { id } => {
-                    if table.remove(id.as_str()).map_err(storage("deleting"))?.is_some() {
+                    if table
+                        .remove(id.as_str())
+                        .map_err(storage("deleting"))?
+                        .is_some()
+                    {
                         deletes += 1;
                         Ok(())
                     } else {
@@ -592,7 +637,8 @@ fn decode(id: &str, bytes: &[u8]) -> Result<Environment> {
 }
 
 fn open_records(txn: &ReadTransaction) -> Result<redb::ReadOnlyTable<&'static str, &'static [u8]>> {
-    txn.open_table(RECORDS).map_err(storage("opening the table"))
+    txn.open_table(RECORDS)
+        .map_err(storage("opening the table"))
 }
 
 #[async_trait]
@@ -632,7 +678,8 @@ impl Repository for RedbStore {
     async fn find_all(&self) -> Result<Vec<Environment>> {
         self.read(|txn| {
             let table = open_records(txn)?;
-            let mut all = Vec::with_capacity(usize::try_from(table.len().unwrap_or(0)).unwrap_or(0));
+            let mut all =
+                Vec::with_capacity(usize::try_from(table.len().unwrap_or(0)).unwrap_or(0));
             for entry in table.iter().map_err(storage("reading"))? {
                 let (id, bytes) = entry.map_err(storage("reading"))?;
                 all.push(decode(id.value(), bytes.value())?);

@@ -1,0 +1,271 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Cancellation: futures dropped part way, or cut short by a timeout, leave
+//! the store as before or as fully after — and never wedge it or the
+//! executor.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use waggle_store::{Environment, Repository, Runtime, Status};
+
+use crate::harness::Harness;
+
+type Model = BTreeMap<String, Environment>;
+type Op<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// The operations tried, each with what it does to the model if it lands.
+fn operations<'a, S: Repository>(
+    store: &'a S,
+    model: &Model,
+    round: usize,
+) -> Vec<(&'static str, Op<'a>, Model)> {
+    let mut ops: Vec<(&'static str, Op<'a>, Model)> = Vec::new();
+    let new = Environment::new_at(
+        format!("n{round}"),
+        format!("new {round}"),
+        Runtime::Node,
+        Default::default(),
+    );
+    let mut after = model.clone();
+    after.insert(new.id.clone(), new.clone());
+    ops.push((
+        "save new",
+        Box::pin(async move {
+            let _ = store.save(&new).await;
+        }),
+        after,
+    ));
+    if let Some(existing) = model.values().next() {
+        let mut changed = existing.clone();
+        changed.name = format!("changed {round} {}", "x".repeat(round % 7 * 100));
+        changed.ssh_port = changed.ssh_port.wrapping_add(1);
+        let _ = changed.transition_to(Status::Running);
+        changed.capabilities.path = format!("/round/{round}");
+        let mut after = model.clone();
+        after.insert(changed.id.clone(), changed.clone());
+        ops.push((
+            "upsert",
+            Box::pin(async move {
+                let _ = store.save(&changed).await;
+            }),
+            after,
+        ));
+        let id = existing.id.clone();
+        let mut after = model.clone();
+        after.remove(&id);
+        ops.push((
+            "delete",
+            Box::pin(async move {
+                let _ = store.delete(&id).await;
+            }),
+            after,
+        ));
+        let id = existing.id.clone();
+        ops.push((
+            "find_by_id",
+            Box::pin(async move {
+                let _ = store.find_by_id(&id).await;
+            }),
+            model.clone(),
+        ));
+    }
+    ops.push((
+        "delete missing",
+        Box::pin(async move {
+            let _ = store.delete("missing").await;
+        }),
+        model.clone(),
+    ));
+    ops.push((
+        "find_all",
+        Box::pin(async move {
+            let _ = store.find_all().await;
+        }),
+        model.clone(),
+    ));
+    ops.push((
+        "count",
+        Box::pin(async move {
+            let _ = store.count().await;
+        }),
+        model.clone(),
+    ));
+    ops
+}
+
+/// Waits for the store to answer a write, then checks its state is `before`
+/// or `after` and self-consistent; returns the state found.
+async fn settle<S: Repository>(case: &str, store: &S, before: &Model, after: &Model) -> Model {
+    // A write of our own, awaited, is the sync point: whatever the cancelled
+    // call set going has landed or been dropped by the time it returns.
+    let sentinel = Environment::new_at("zz-sync", "sync", Runtime::Shell, Default::default());
+    store.save(&sentinel).await.unwrap_or_else(|e| {
+        panic!("case {case:?}: the store did not answer a save after cancellation: {e}")
+    });
+    store.delete("zz-sync").await.unwrap_or_else(|e| {
+        panic!("case {case:?}: the store did not answer a delete after cancellation: {e}")
+    });
+    let all = store
+        .find_all()
+        .await
+        .unwrap_or_else(|e| panic!("case {case:?}: find_all failed after cancellation: {e}"));
+    let count = store
+        .count()
+        .await
+        .unwrap_or_else(|e| panic!("case {case:?}: count failed after cancellation: {e}"));
+    let found: Model = all.iter().map(|e| (e.id.clone(), e.clone())).collect();
+    assert_eq!(
+        count,
+        all.len(),
+        "case {case:?}: count disagrees with find_all after cancellation"
+    );
+    assert_eq!(
+        found.len(),
+        all.len(),
+        "case {case:?}: find_all returned an id twice"
+    );
+    assert!(
+        found == *before || found == *after,
+        "case {case:?}: the store is neither as before nor as after the cancelled call\n  ids before {:?}\n  ids after  {:?}\n  ids found  {:?}",
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        found.keys().collect::<Vec<_>>()
+    );
+    for (id, env) in &found {
+        let one = store
+            .find_by_id(id)
+            .await
+            .unwrap_or_else(|e| panic!("case {case:?}: find_by_id({id:?}) failed: {e}"));
+        assert!(
+            &one == env,
+            "case {case:?}: find_by_id({id:?}) disagrees with find_all"
+        );
+    }
+    found
+}
+
+async fn seed<S: Repository>(store: &S) -> Model {
+    let mut model = Model::new();
+    for i in 0..3 {
+        let e = Environment::new_at(
+            format!("s{i}"),
+            format!("seed {i}"),
+            Runtime::Python,
+            Default::default(),
+        );
+        store
+            .save(&e)
+            .await
+            .unwrap_or_else(|err| panic!("seeding: {err}"));
+        model.insert(e.id.clone(), e);
+    }
+    model
+}
+
+/// Every operation, dropped after k = 0…8 polls, leaves the store as before
+/// or as fully after, and usable.
+pub async fn cancel_after_polls<S: Repository + 'static, G: Send + 'static>(h: &Harness<S, G>) {
+    let inst = h.fresh().await;
+    let store = inst.store();
+    let mut model = seed(store).await;
+    let mut round = 0;
+    for k in 0..=8usize {
+        let count = operations(store, &model, round).len();
+        for which in 0..count {
+            round += 1;
+            let mut ops = operations(store, &model, round);
+            let (name, mut fut, after) = ops.swap_remove(which);
+            drop(ops);
+            for poll in 0..k {
+                let done =
+                    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_ready())).await;
+                if done {
+                    break;
+                }
+                if poll % 2 == 1 {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+            }
+            drop(fut);
+            model = settle(
+                &format!("{name} dropped after {k} polls"),
+                store,
+                &model,
+                &after,
+            )
+            .await;
+        }
+    }
+}
+
+/// Every operation under `tokio::time::timeout` with tiny deadlines leaves
+/// the store as before or as fully after, and usable.
+pub async fn cancel_by_timeout<S: Repository + 'static, G: Send + 'static>(h: &Harness<S, G>) {
+    let inst = h.fresh().await;
+    let store = inst.store();
+    let mut model = seed(store).await;
+    let mut round = 100;
+    for deadline in [0u64, 1, 50, 300, 1_000, 5_000] {
+        let count = operations(store, &model, round).len();
+        for which in 0..count {
+            round += 1;
+            let mut ops = operations(store, &model, round);
+            let (name, fut, after) = ops.swap_remove(which);
+            drop(ops);
+            let _ = tokio::time::timeout(Duration::from_micros(deadline), fut).await;
+            model = settle(
+                &format!("{name} under a {deadline} µs timeout"),
+                store,
+                &model,
+                &after,
+            )
+            .await;
+        }
+    }
+}
+
+/// On a current-thread runtime a 20 ms timeout around any call fires
+/// within 150 ms: the store does not block the executor.
+pub async fn no_executor_stall<S: Repository + 'static, G: Send + 'static>(h: &Harness<S, G>) {
+    let inst = h.fresh().await;
+    let store = inst.store();
+    for i in 0..200 {
+        let e = Environment::new_at(
+            format!("b{i:03}"),
+            "x".repeat(512),
+            Runtime::Shell,
+            Default::default(),
+        );
+        store
+            .save(&e)
+            .await
+            .unwrap_or_else(|err| panic!("seeding: {err}"));
+    }
+    let limit = Duration::from_millis(150);
+    for round in 0..3 {
+        let mut ops = operations(
+            store,
+            &BTreeMap::from([(
+                "b000".to_owned(),
+                Environment::new_at("b000", "", Runtime::Shell, Default::default()),
+            )]),
+            round,
+        );
+        for (name, fut, _) in ops.drain(..) {
+            let started = Instant::now();
+            let _ = tokio::time::timeout(Duration::from_millis(20), fut).await;
+            let took = started.elapsed();
+            assert!(
+                took < limit,
+                "case {name:?}: a 20 ms timeout took {took:?} to fire: the call blocks the executor thread"
+            );
+        }
+    }
+}

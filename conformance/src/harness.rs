@@ -1,0 +1,107 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The harness: how the suite gets fresh stores, and reopens them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use waggle_store::Repository;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Fresh<S, G> = Box<dyn Fn() -> BoxFuture<(S, G)> + Send + Sync>;
+type Reopen<S, G> = Box<dyn Fn(&G) -> BoxFuture<S> + Send + Sync>;
+
+/// How the suite makes stores of the backend under test.
+///
+/// `fresh` returns a new, empty store and a guard the suite keeps alive as
+/// long as the store (a temporary directory, a database schema, … — use
+/// `()` when there is none). `reopen`, when given, opens the same storage
+/// again from the guard after the suite has dropped the previous store, as
+/// a restarted server would.
+pub struct Harness<S, G> {
+    fresh: Fresh<S, G>,
+    reopen: Option<Reopen<S, G>>,
+}
+
+impl<S: Repository + 'static, G: Send + 'static> Harness<S, G> {
+    /// A harness with a factory of fresh stores and no reopen.
+    pub fn new<F, Fut>(fresh: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = (S, G)> + Send + 'static,
+    {
+        Self {
+            fresh: Box::new(move || Box::pin(fresh())),
+            reopen: None,
+        }
+    }
+
+    /// Adds the ability to reopen the storage a guard names.
+    pub fn with_reopen<R, Fut>(mut self, reopen: R) -> Self
+    where
+        R: Fn(&G) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = S> + Send + 'static,
+    {
+        self.reopen = Some(Box::new(move |g| Box::pin(reopen(g))));
+        self
+    }
+
+    /// Whether the backend can be reopened.
+    pub fn can_reopen(&self) -> bool {
+        self.reopen.is_some()
+    }
+
+    /// A fresh, empty store.
+    pub async fn fresh(&self) -> Instance<'_, S, G> {
+        let (store, guard) = (self.fresh)().await;
+        Instance {
+            store: Some(Arc::new(store)),
+            guard,
+            harness: self,
+        }
+    }
+}
+
+/// One store under test, with its guard.
+pub struct Instance<'h, S, G> {
+    store: Option<Arc<S>>,
+    guard: G,
+    harness: &'h Harness<S, G>,
+}
+
+impl<S: Repository + 'static, G: Send + 'static> Instance<'_, S, G> {
+    /// The store.
+    pub fn store(&self) -> &S {
+        // `store` is only `None` inside `reopen`, between the drop and the
+        // reopen, where nothing can observe it.
+        self.store
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("store taken"))
+    }
+
+    /// The store, shared with spawned tasks. Drop every clone before
+    /// [`reopen`](Self::reopen).
+    pub fn shared(&self) -> Arc<S> {
+        Arc::clone(
+            self.store
+                .as_ref()
+                .unwrap_or_else(|| unreachable!("store taken")),
+        )
+    }
+
+    /// Drops the store and opens the same storage again.
+    ///
+    /// # Panics
+    ///
+    /// If the harness has no reopen; checks that need it are skipped instead.
+    pub async fn reopen(&mut self) {
+        let reopen =
+            self.harness.reopen.as_ref().unwrap_or_else(|| {
+                panic!("this backend gave no reopen to repository_conformance!")
+            });
+        drop(self.store.take());
+        self.store = Some(Arc::new(reopen(&self.guard).await));
+    }
+}
