@@ -1,0 +1,280 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The suite tests itself: deliberately broken stores, each with one defect,
+//! must fail exactly the checks named for it — and every check must be
+//! failed by at least one of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use waggle_store::domain::validate_id;
+use waggle_store::{Environment, Error, Repository, Result, async_trait};
+use waggle_store_conformance::{CHECKS, Harness, run_check};
+
+/// One defect each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Defect {
+    /// `delete` of a missing id returns `Ok`.
+    DeleteMissingIsOk,
+    /// `NotFound` carries an empty id.
+    NotFoundWithoutId,
+    /// `count` is a counter bumped by every save, upserts included.
+    UpsertCountedTwice,
+    /// Timestamps are stored to the second.
+    TimestampsTruncated,
+    /// The last deleted value lingers in `find_all`.
+    StaleFindAllAfterDelete,
+    /// `find_all` comes back in reverse order.
+    FindAllUnsorted,
+    /// `save` accepts any id.
+    AcceptsInvalidIds,
+    /// `find_by_id` touches the stored value as it reads it.
+    FindTouchesStoredValue,
+    /// Writes are buffered and only flushed every fourth write; a reopen
+    /// loses the rest.
+    LosesBufferOnReopen,
+    /// `save` reads the map, awaits, then writes the whole map back.
+    ReadModifyWriteAcrossAwait,
+    /// `save` makes a value visible in two steps with an await between.
+    TornSaveAcrossAwait,
+    /// `count` scans synchronously and blocks the thread on big stores.
+    BlockingCount,
+}
+
+type Map = BTreeMap<String, Environment>;
+
+#[derive(Default)]
+struct Durable {
+    map: Mutex<Map>,
+}
+
+struct Broken {
+    defect: Defect,
+    durable: Arc<Durable>,
+    /// Writes not yet flushed ([`Defect::LosesBufferOnReopen`] only).
+    working: Mutex<Map>,
+    writes: AtomicUsize,
+    counter: AtomicUsize,
+    ghost: Mutex<Option<Environment>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Broken {
+    fn new(defect: Defect, durable: Arc<Durable>) -> Self {
+        let working = Mutex::new(lock(&durable.map).clone());
+        let counter = AtomicUsize::new(lock(&durable.map).len());
+        Self {
+            defect,
+            durable,
+            working,
+            writes: AtomicUsize::new(0),
+            counter,
+            ghost: Mutex::new(None),
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, Map> {
+        if self.defect == Defect::LosesBufferOnReopen {
+            lock(&self.working)
+        } else {
+            lock(&self.durable.map)
+        }
+    }
+
+    fn wrote(&self) {
+        if self.defect == Defect::LosesBufferOnReopen
+            && self.writes.fetch_add(1, Ordering::SeqCst) % 4 == 3
+        {
+            *lock(&self.durable.map) = lock(&self.working).clone();
+        }
+    }
+
+    fn not_found(&self, id: &str) -> Error {
+        let id = if self.defect == Defect::NotFoundWithoutId {
+            ""
+        } else {
+            id
+        };
+        Error::NotFound { id: id.to_owned() }
+    }
+}
+
+#[async_trait]
+impl Repository for Broken {
+    async fn save(&self, env: &Environment) -> Result<()> {
+        if self.defect != Defect::AcceptsInvalidIds {
+            validate_id(&env.id)?;
+        }
+        let mut env = env.clone();
+        if self.defect == Defect::TimestampsTruncated {
+            use waggle_store::chrono::Timelike;
+            env.created_at = env.created_at.with_nanosecond(0).unwrap_or(env.created_at);
+            env.last_used = env.last_used.with_nanosecond(0).unwrap_or(env.last_used);
+        }
+        match self.defect {
+            Defect::ReadModifyWriteAcrossAwait => {
+                let mut copy = self.map().clone();
+                tokio::task::yield_now().await;
+                copy.insert(env.id.clone(), env);
+                *self.map() = copy;
+            }
+            Defect::TornSaveAcrossAwait => {
+                let mut half = self
+                    .map()
+                    .get(&env.id)
+                    .cloned()
+                    .unwrap_or_else(|| env.clone());
+                half.name = env.name.clone();
+                self.map().insert(env.id.clone(), half);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                self.map().insert(env.id.clone(), env);
+            }
+            _ => {
+                self.map().insert(env.id.clone(), env);
+            }
+        }
+        self.counter.fetch_add(1, Ordering::SeqCst);
+        self.wrote();
+        Ok(())
+    }
+
+    async fn find_by_id(&self, id: &str) -> Result<Environment> {
+        let mut map = self.map();
+        let env = map.get_mut(id).ok_or_else(|| self.not_found(id))?;
+        if self.defect == Defect::FindTouchesStoredValue {
+            env.last_used += Duration::from_millis(1);
+        }
+        Ok(env.clone())
+    }
+
+    async fn find_all(&self) -> Result<Vec<Environment>> {
+        let mut all: Vec<Environment> = self.map().values().cloned().collect();
+        match self.defect {
+            Defect::FindAllUnsorted => all.reverse(),
+            Defect::StaleFindAllAfterDelete => all.extend(lock(&self.ghost).clone()),
+            _ => {}
+        }
+        Ok(all)
+    }
+
+    async fn delete(&self, id: &str) -> Result<()> {
+        let removed = self.map().remove(id);
+        match removed {
+            Some(env) => {
+                *lock(&self.ghost) = Some(env);
+                self.counter.fetch_sub(1, Ordering::SeqCst);
+                self.wrote();
+                Ok(())
+            }
+            None if self.defect == Defect::DeleteMissingIsOk => Ok(()),
+            None => Err(self.not_found(id)),
+        }
+    }
+
+    async fn count(&self) -> Result<usize> {
+        let n = self.map().len();
+        match self.defect {
+            Defect::UpsertCountedTwice => Ok(self.counter.load(Ordering::SeqCst)),
+            Defect::BlockingCount if n > 100 => {
+                std::thread::sleep(Duration::from_millis(400));
+                Ok(n)
+            }
+            _ => Ok(n),
+        }
+    }
+}
+
+fn harness(defect: Defect) -> Harness<Broken, Arc<Durable>> {
+    Harness::new(move || async move {
+        let durable = Arc::new(Durable::default());
+        (Broken::new(defect, Arc::clone(&durable)), durable)
+    })
+    .with_reopen(move |durable: &Arc<Durable>| {
+        let store = Broken::new(defect, Arc::clone(durable));
+        async move { store }
+    })
+}
+
+/// Runs every check against the defect; returns the names that failed.
+fn failing_checks(defect: Defect) -> BTreeSet<&'static str> {
+    let h = harness(defect);
+    CHECKS
+        .iter()
+        .filter(|check| catch_unwind(AssertUnwindSafe(|| run_check(check.name, &h))).is_err())
+        .map(|check| check.name)
+        .collect()
+}
+
+/// Asserts the checks `defect` fails are exactly `must`, plus any of
+/// `may`: checks whose outcome depends on how tasks interleave (a
+/// concurrent history may or may not hit the defect).
+fn assert_fails(defect: Defect, must: &[&str], may: &[&str]) {
+    let failed = failing_checks(defect);
+    let must: BTreeSet<&str> = must.iter().copied().collect();
+    let may: BTreeSet<&str> = may.iter().copied().collect();
+    let missed: Vec<_> = must.difference(&failed).collect();
+    let unexpected: Vec<_> = failed
+        .difference(&must)
+        .filter(|c| !may.contains(*c))
+        .collect();
+    assert!(
+        missed.is_empty() && unexpected.is_empty(),
+        "{defect:?}: checks that should have failed but passed: {missed:?}; checks that failed unexpectedly: {unexpected:?}"
+    );
+}
+
+macro_rules! broken {
+    ($($test:ident: $defect:ident => [$($check:literal),* $(,)?] $(maybe [$($maybe:literal),*])?;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                assert_fails(Defect::$defect, &[$($check),*], &[$($($maybe),*)?]);
+            }
+        )*
+
+        /// Every check of the suite is failed by at least one broken store.
+        #[test]
+        fn every_check_is_failed_by_some_broken_store() {
+            let caught: BTreeSet<&str> = [$($($check,)*)*].into_iter().collect();
+            let missing: Vec<&str> = CHECKS.iter().map(|c| c.name).filter(|n| !caught.contains(n)).collect();
+            assert!(missing.is_empty(), "no broken store fails {missing:?}");
+        }
+    };
+}
+
+broken! {
+    delete_missing_is_ok: DeleteMissingIsOk =>
+        ["delete", "model_sequences", "model_sequences_with_reopen", "not_found"]
+        maybe ["concurrent_linearizable"];
+    not_found_without_id: NotFoundWithoutId =>
+        ["delete", "model_sequences", "model_sequences_with_reopen", "not_found", "reopen_persists"];
+    upsert_counted_twice: UpsertCountedTwice =>
+        ["cancel_after_polls", "cancel_by_timeout", "concurrent_linearizable", "count",
+         "model_sequences", "model_sequences_with_reopen", "upsert"];
+    timestamps_truncated: TimestampsTruncated =>
+        ["model_sequences", "model_sequences_with_reopen", "reopen_persists", "round_trip", "upsert"];
+    stale_find_all_after_delete: StaleFindAllAfterDelete =>
+        ["cancel_after_polls", "cancel_by_timeout", "concurrent_linearizable", "count", "delete",
+         "model_sequences", "model_sequences_with_reopen"];
+    find_all_unsorted: FindAllUnsorted =>
+        ["delete", "find_all_order", "model_sequences", "model_sequences_with_reopen",
+         "reopen_persists", "round_trip", "upsert"];
+    accepts_invalid_ids: AcceptsInvalidIds => ["count", "invalid_ids"];
+    find_touches_stored_value: FindTouchesStoredValue =>
+        ["cancel_after_polls", "cancel_by_timeout", "concurrent_distinct_writers",
+         "concurrent_linearizable", "copy_isolation", "delete", "find_all_order", "invalid_ids",
+         "model_sequences", "model_sequences_with_reopen", "reopen_persists", "round_trip", "upsert"];
+    loses_buffer_on_reopen: LosesBufferOnReopen => ["model_sequences_with_reopen", "reopen_persists"];
+    read_modify_write_across_await: ReadModifyWriteAcrossAwait =>
+        ["concurrent_distinct_writers"] maybe ["concurrent_linearizable"];
+    torn_save_across_await: TornSaveAcrossAwait =>
+        ["cancel_after_polls", "cancel_by_timeout"] maybe ["concurrent_linearizable"];
+    blocking_count: BlockingCount => ["no_executor_stall"];
+}
