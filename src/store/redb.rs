@@ -320,6 +320,15 @@ impl RedbStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_error(path, "cannot read its metadata", e)),
         };
+        let damaged = |e: &dyn std::fmt::Display| {
+            open_error(path, format!("it cannot be read ({e})"), HINT_CORRUPT)
+        };
+        let check = |txn: &ReadTransaction| {
+            inspect(path, txn).map_err(|e| match e {
+                Error::Storage { .. } => damaged(&e),
+                e => e,
+            })
+        };
         let db = match meta {
             Some(m) if m.is_dir() => return Err(open_error(path, "it is a directory", HINT_DIR)),
             Some(m) if m.len() == 0 => builder()
@@ -329,8 +338,8 @@ impl RedbStore {
                 // Look before writing anything: a read-only open changes nothing.
                 match builder().open_read_only(path) {
                     Ok(ro) => {
-                        let txn = ro.begin_read().map_err(storage("beginning a read"))?;
-                        inspect(path, &txn)?;
+                        let txn = ro.begin_read().map_err(|e| damaged(&e))?;
+                        check(&txn)?;
                         drop(txn);
                         ro.close().map_err(|e| database_error(path, e))?;
                     }
@@ -358,11 +367,11 @@ impl RedbStore {
             }
         };
         let layout = {
-            let txn = db.begin_read().map_err(storage("beginning a read"))?;
-            inspect(path, &txn)?
+            let txn = db.begin_read().map_err(|e| damaged(&e))?;
+            check(&txn)?
         };
         if let Layout::Empty = layout {
-            initialise(&db)?;
+            initialise(&db).map_err(|e| damaged(&e))?;
         }
         let db = Arc::new(Handle::Write(db));
         let counters = Arc::<Counters>::default();
@@ -549,7 +558,15 @@ fn write_loop(db: &Database, rx: &mpsc::Receiver<Request>, counters: &Counters) 
         if batch.is_empty() {
             continue;
         }
-        let (results, saves, deletes) = match apply(db, &batch) {
+        // redb can panic on a damaged file; contain it to this batch.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(db, &batch)))
+            .unwrap_or_else(|_| {
+                Err(Error::storage(
+                    "writing",
+                    "the storage engine panicked; run `waggle-store check`",
+                ))
+            });
+        let (results, saves, deletes) = match applied {
             Ok(applied) => applied,
             Err(e) => {
                 let message = e.to_string();
