@@ -70,6 +70,25 @@ const HINT_CORRUPT: &str =
     "restore it from a backup (waggle-store import) or move it aside to start empty";
 const HINT_IO: &str = "check the path, its permissions and the disk";
 
+/// What [`RedbStore::check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// redb's page checksums and structure verified; `None` when the file
+    /// is open for writing elsewhere and only the records were checked.
+    pub integrity: Option<bool>,
+    /// Records that decode.
+    pub records_ok: usize,
+    /// Records that do not, with the reason.
+    pub corrupt: Vec<(String, String)>,
+}
+
+impl CheckReport {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.integrity != Some(false) && self.corrupt.is_empty()
+    }
+}
+
 /// Counters of the write path since the store was opened, for observing
 /// group commit: under concurrency `commits` grows slower than
 /// `saves + deletes`.
@@ -482,6 +501,68 @@ impl RedbStore {
             Ok(Handle::Write(db)) => db.close().map_err(|e| database_error(&self.path, e)),
             Ok(Handle::Read(db)) => db.close().map_err(|e| database_error(&self.path, e)),
             Err(_) => Ok(()), // still referenced: closed when the last read ends
+        }
+    }
+
+    /// Checks the store at `path`: redb's integrity check (page checksums
+    /// and tree structure), then a decode of every record. When another
+    /// process has the file open for writing, only the records are checked
+    /// (on a read-only handle) and `integrity` is `None`.
+    ///
+    /// Blocking: call it from a blocking context.
+    pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
+        let path = path.as_ref();
+        let mut report = CheckReport::default();
+        let exclusive = Self::open(path).and_then(Self::into_database);
+        let handle = match exclusive {
+            Ok(mut db) => {
+                report.integrity = Some(db.check_integrity().map_err(|e| database_error(path, e))?);
+                Handle::Write(db)
+            }
+            Err(Error::Open { reason, .. }) if reason.contains("locked") => {
+                let ro = Self::open_read_only(path)?;
+                let Some(db) = ro.db.clone() else { return Err(Error::Closed) };
+                drop(ro);
+                Arc::try_unwrap(db).map_err(|_| Error::Closed)?
+            }
+            Err(e) => return Err(e),
+        };
+        let txn = handle.begin_read().map_err(storage("beginning a read"))?;
+        let table = open_records(&txn)?;
+        for entry in table.iter().map_err(storage("reading"))? {
+            let (id, bytes) = entry.map_err(storage("reading"))?;
+            match decode(id.value(), bytes.value()) {
+                Ok(_) => report.records_ok += 1,
+                Err(e) => report.corrupt.push((id.value().to_owned(), e.to_string())),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Compacts the store at `path`, which no other process may have open,
+    /// and returns the file size before and after, in bytes.
+    ///
+    /// Blocking: call it from a blocking context.
+    pub fn compact(path: impl AsRef<Path>) -> Result<(u64, u64)> {
+        let path = path.as_ref();
+        let size = || fs::metadata(path).map(|m| m.len()).map_err(|e| io_error(path, "cannot read its size", e));
+        let mut db = Self::open(path)?.into_database()?;
+        let before = size()?;
+        while db.compact().map_err(storage("compacting"))? {}
+        db.close().map_err(|e| database_error(path, e))?;
+        Ok((before, size()?))
+    }
+
+    /// Stops the writer and returns the exclusive database handle.
+    fn into_database(mut self) -> Result<Database> {
+        if let Some((tx, thread)) = self.writer.take() {
+            drop(tx);
+            let _ = thread.join();
+        }
+        let db = self.db.take().ok_or(Error::Closed)?;
+        match Arc::try_unwrap(db) {
+            Ok(Handle::Write(db)) => Ok(db),
+            _ => Err(Error::ReadOnly { path: self.path.clone() }),
         }
     }
 

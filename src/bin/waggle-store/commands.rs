@@ -1,0 +1,219 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The subcommands: each opens the store it needs (read-only when it only
+//! reads, so it works beside a running server) and prints its result.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use waggle_store::chrono;
+use waggle_store::{Environment, MemoryStore, RedbStore, Repository, StoreConfig, record};
+
+use crate::{Cli, Command, EXIT_DAMAGED};
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = match &cli.store {
+        Some(arg) => StoreConfig::from_arg(arg),
+        None => StoreConfig::from_env()?,
+    };
+    match cli.command {
+        Command::Demo => crate::demo::run(cli.store.as_deref().map(|_| &config)).await?,
+        Command::List { status, runtime, json } => {
+            let all = open_read(&config)?.find_all().await?;
+            let rows: Vec<Environment> = all
+                .into_iter()
+                .filter(|e| status.is_none_or(|s| e.status() == s))
+                .filter(|e| runtime.is_none_or(|r| e.runtime == r))
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_table(&rows, Utc::now());
+            }
+        }
+        Command::Show { id } => {
+            let env = open_read(&config)?.find_by_id(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&env)?);
+        }
+        Command::Count => println!("{}", open_read(&config)?.count().await?),
+        Command::Export { out } => export(&config, out.as_deref()).await?,
+        Command::Import { file, dry_run } => import(&config, &file, dry_run).await?,
+        Command::Check => return check(&config).await,
+        Command::Compact => {
+            let path = redb_path(&config, "compact")?.to_owned();
+            let (before, after) = tokio::task::spawn_blocking(move || RedbStore::compact(&path)).await??;
+            println!("compacted: {before} bytes before, {after} bytes after");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn redb_path<'a>(config: &'a StoreConfig, what: &str) -> anyhow::Result<&'a Path> {
+    match config {
+        StoreConfig::Redb { path } => Ok(path),
+        StoreConfig::Memory => bail!("{what} works on a redb store file, not on `memory`"),
+    }
+}
+
+/// Opens the store for reading only, beside a server that may be writing.
+fn open_read(config: &StoreConfig) -> anyhow::Result<Arc<dyn Repository>> {
+    Ok(match config {
+        StoreConfig::Redb { path } => Arc::new(RedbStore::open_read_only(path)?),
+        StoreConfig::Memory => Arc::new(MemoryStore::new()),
+    })
+}
+
+/// A progress bar on a terminal; hidden when standard error is piped.
+fn progress(len: usize, what: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64).with_message(what);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn short_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Prints environments as an aligned table.
+pub fn print_table(rows: &[Environment], now: DateTime<Utc>) {
+    let header = ["ID", "NAME", "RUNTIME", "STATUS", "SSH", "CREATED", "LAST USED", "EXPIRED"];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|e| {
+            [
+                e.id.clone(),
+                e.name.chars().take(32).collect(),
+                e.runtime.to_string(),
+                e.status().to_string(),
+                e.ssh_port.to_string(),
+                short_time(e.created_at),
+                short_time(e.last_used),
+                if e.is_expired(now) { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[String]| {
+        let padded: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    println!("{}", line(&header.map(str::to_owned)));
+    for row in &cells {
+        println!("{}", line(row));
+    }
+    println!("({} environment{})", rows.len(), if rows.len() == 1 { "" } else { "s" });
+}
+
+async fn export(config: &StoreConfig, out: Option<&Path>) -> anyhow::Result<()> {
+    let all = open_read(config)?.find_all().await?;
+    let bar = progress(all.len(), "export");
+    let mut buffer = Vec::with_capacity(all.len() * 512);
+    for env in &all {
+        buffer.extend_from_slice(&record::encode(env));
+        buffer.push(b'\n');
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    match out {
+        Some(path) => {
+            std::fs::write(path, &buffer).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("exported {} records to {}", all.len(), path.display());
+        }
+        None => std::io::stdout().lock().write_all(&buffer).context("cannot write to standard output")?,
+    }
+    Ok(())
+}
+
+/// Parses a JSON Lines export whole: every line a valid record, no id
+/// twice. The error names the file and the line.
+pub fn parse_export(file: &Path, text: &str) -> anyhow::Result<Vec<Environment>> {
+    let mut envs = Vec::new();
+    let mut first_seen: HashMap<String, usize> = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            bail!("{}: line {n}: empty line", file.display());
+        }
+        let env = record::decode(line.as_bytes()).map_err(|e| anyhow::anyhow!("{}: line {n}: {e}", file.display()))?;
+        if let Some(first) = first_seen.insert(env.id.clone(), n) {
+            bail!("{}: line {n}: duplicate id {:?} (first on line {first})", file.display(), env.id);
+        }
+        envs.push(env);
+    }
+    if envs.is_empty() {
+        bail!("{}: the file holds no records", file.display());
+    }
+    Ok(envs)
+}
+
+async fn import(config: &StoreConfig, file: &Path, dry_run: bool) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let envs = parse_export(file, &text)?;
+    if dry_run {
+        println!("{}: {} records valid; nothing written (dry run)", file.display(), envs.len());
+        return Ok(());
+    }
+    let store: Arc<dyn Repository> = match config {
+        StoreConfig::Redb { path } => Arc::new(RedbStore::open(path)?),
+        StoreConfig::Memory => Arc::new(MemoryStore::new()),
+    };
+    let bar = progress(envs.len(), "import");
+    // Many saves in flight at once so the redb writer group-commits them.
+    let mut tasks = tokio::task::JoinSet::new();
+    let total = envs.len();
+    for env in envs {
+        while tasks.len() >= 256 {
+            if let Some(done) = tasks.join_next().await {
+                done??;
+                bar.inc(1);
+            }
+        }
+        let store = Arc::clone(&store);
+        tasks.spawn(async move { store.save(&env).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("imported {total} records from {}", file.display());
+    Ok(())
+}
+
+async fn check(config: &StoreConfig) -> anyhow::Result<ExitCode> {
+    let path = redb_path(config, "check")?.to_owned();
+    let bar = progress(1, "check");
+    let shown = path.clone();
+    let report = tokio::task::spawn_blocking(move || RedbStore::check(&path)).await??;
+    bar.finish_and_clear();
+    println!("store: {}", shown.display());
+    match report.integrity {
+        Some(true) => println!("integrity: ok"),
+        Some(false) => println!("integrity: DAMAGED (redb repaired what it could; restore from a backup if records are missing)"),
+        None => println!("integrity: skipped (another process has the file open for writing; stop it for a full check)"),
+    }
+    println!("records ok: {}", report.records_ok);
+    println!("records corrupt: {}", report.corrupt.len());
+    for (id, why) in &report.corrupt {
+        println!("  {id}: {why}");
+    }
+    Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DAMAGED) })
+}
