@@ -6,7 +6,7 @@
 //!
 //! # How it works
 //!
-//! * **Layout.** Table `waggle_environments` maps id → [record](crate::record)
+//! * **Layout.** Table `waggle_environments` maps id → JSON [record](crate::record::encode)
 //!   bytes; table `waggle_meta` holds `format = "waggle-store"`,
 //!   `format_version` and `schema_version`. A file whose metadata is newer
 //!   than this build, or a redb file holding other tables and not ours, is
@@ -521,7 +521,9 @@ impl RedbStore {
             }
             Err(Error::Open { reason, .. }) if reason.contains("locked") => {
                 let ro = Self::open_read_only(path)?;
-                let Some(db) = ro.db.clone() else { return Err(Error::Closed) };
+                let Some(db) = ro.db.clone() else {
+                    return Err(Error::Closed);
+                };
                 drop(ro);
                 Arc::try_unwrap(db).map_err(|_| Error::Closed)?
             }
@@ -545,7 +547,11 @@ impl RedbStore {
     /// Blocking: call it from a blocking context.
     pub fn compact(path: impl AsRef<Path>) -> Result<(u64, u64)> {
         let path = path.as_ref();
-        let size = || fs::metadata(path).map(|m| m.len()).map_err(|e| io_error(path, "cannot read its size", e));
+        let size = || {
+            fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(|e| io_error(path, "cannot read its size", e))
+        };
         let mut db = Self::open(path)?.into_database()?;
         let before = size()?;
         while db.compact().map_err(storage("compacting"))? {}
@@ -562,7 +568,9 @@ impl RedbStore {
         let db = self.db.take().ok_or(Error::Closed)?;
         match Arc::try_unwrap(db) {
             Ok(Handle::Write(db)) => Ok(db),
-            _ => Err(Error::ReadOnly { path: self.path.clone() }),
+            _ => Err(Error::ReadOnly {
+                path: self.path.clone(),
+            }),
         }
     }
 

@@ -26,7 +26,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Demo => crate::demo::run(cli.store.as_deref().map(|_| &config)).await?,
-        Command::List { status, runtime, json } => {
+        Command::List {
+            status,
+            runtime,
+            json,
+        } => {
             let all = open_read(&config)?.find_all().await?;
             let rows: Vec<Environment> = all
                 .into_iter()
@@ -49,7 +53,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check => return check(&config).await,
         Command::Compact => {
             let path = redb_path(&config, "compact")?.to_owned();
-            let (before, after) = tokio::task::spawn_blocking(move || RedbStore::compact(&path)).await??;
+            let (before, after) =
+                tokio::task::spawn_blocking(move || RedbStore::compact(&path)).await??;
             println!("compacted: {before} bytes before, {after} bytes after");
         }
     }
@@ -89,7 +94,16 @@ fn short_time(t: DateTime<Utc>) -> String {
 
 /// Prints environments as an aligned table.
 pub fn print_table(rows: &[Environment], now: DateTime<Utc>) {
-    let header = ["ID", "NAME", "RUNTIME", "STATUS", "SSH", "CREATED", "LAST USED", "EXPIRED"];
+    let header = [
+        "ID",
+        "NAME",
+        "RUNTIME",
+        "STATUS",
+        "SSH",
+        "CREATED",
+        "LAST USED",
+        "EXPIRED",
+    ];
     let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|e| {
@@ -112,14 +126,22 @@ pub fn print_table(rows: &[Environment], now: DateTime<Utc>) {
         }
     }
     let line = |row: &[String]| {
-        let padded: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         padded.join("  ").trim_end().to_owned()
     };
     println!("{}", line(&header.map(str::to_owned)));
     for row in &cells {
         println!("{}", line(row));
     }
-    println!("({} environment{})", rows.len(), if rows.len() == 1 { "" } else { "s" });
+    println!(
+        "({} environment{})",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    );
 }
 
 async fn export(config: &StoreConfig, out: Option<&Path>) -> anyhow::Result<()> {
@@ -134,10 +156,14 @@ async fn export(config: &StoreConfig, out: Option<&Path>) -> anyhow::Result<()> 
     bar.finish_and_clear();
     match out {
         Some(path) => {
-            std::fs::write(path, &buffer).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(path, &buffer)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("exported {} records to {}", all.len(), path.display());
         }
-        None => std::io::stdout().lock().write_all(&buffer).context("cannot write to standard output")?,
+        None => std::io::stdout()
+            .lock()
+            .write_all(&buffer)
+            .context("cannot write to standard output")?,
     }
     Ok(())
 }
@@ -152,9 +178,14 @@ pub fn parse_export(file: &Path, text: &str) -> anyhow::Result<Vec<Environment>>
         if line.trim().is_empty() {
             bail!("{}: line {n}: empty line", file.display());
         }
-        let env = record::decode(line.as_bytes()).map_err(|e| anyhow::anyhow!("{}: line {n}: {e}", file.display()))?;
+        let env = record::decode(line.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: line {n}: {e}", file.display()))?;
         if let Some(first) = first_seen.insert(env.id.clone(), n) {
-            bail!("{}: line {n}: duplicate id {:?} (first on line {first})", file.display(), env.id);
+            bail!(
+                "{}: line {n}: duplicate id {:?} (first on line {first})",
+                file.display(),
+                env.id
+            );
         }
         envs.push(env);
     }
@@ -165,10 +196,15 @@ pub fn parse_export(file: &Path, text: &str) -> anyhow::Result<Vec<Environment>>
 }
 
 async fn import(config: &StoreConfig, file: &Path, dry_run: bool) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let envs = parse_export(file, &text)?;
     if dry_run {
-        println!("{}: {} records valid; nothing written (dry run)", file.display(), envs.len());
+        println!(
+            "{}: {} records valid; nothing written (dry run)",
+            file.display(),
+            envs.len()
+        );
         return Ok(());
     }
     let store: Arc<dyn Repository> = match config {
@@ -207,13 +243,21 @@ async fn check(config: &StoreConfig) -> anyhow::Result<ExitCode> {
     println!("store: {}", shown.display());
     match report.integrity {
         Some(true) => println!("integrity: ok"),
-        Some(false) => println!("integrity: DAMAGED (redb repaired what it could; restore from a backup if records are missing)"),
-        None => println!("integrity: skipped (another process has the file open for writing; stop it for a full check)"),
+        Some(false) => println!(
+            "integrity: DAMAGED (redb repaired what it could; restore from a backup if records are missing)"
+        ),
+        None => println!(
+            "integrity: skipped (another process has the file open for writing; stop it for a full check)"
+        ),
     }
     println!("records ok: {}", report.records_ok);
     println!("records corrupt: {}", report.corrupt.len());
     for (id, why) in &report.corrupt {
         println!("  {id}: {why}");
     }
-    Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DAMAGED) })
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DAMAGED)
+    })
 }

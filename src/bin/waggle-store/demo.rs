@@ -22,7 +22,9 @@ pub async fn run(config: Option<&StoreConfig>) -> anyhow::Result<()> {
             temp.path().join("waggle.db")
         }
         Some(StoreConfig::Redb { path }) => path.clone(),
-        Some(StoreConfig::Memory) => anyhow::bail!("the demo shows persistence: give it a redb path, or no --store"),
+        Some(StoreConfig::Memory) => {
+            anyhow::bail!("the demo shows persistence: give it a redb path, or no --store")
+        }
     };
     println!("waggle-store demo: store file {}", path.display());
     println!();
@@ -30,10 +32,25 @@ pub async fn run(config: Option<&StoreConfig>) -> anyhow::Result<()> {
     let store = RedbStore::open(&path)?;
     let mut saved = Vec::new();
     let script: [(&str, &str, Runtime, &[Status]); 4] = [
-        ("demo-py", "data analysis", Runtime::Python, &[Status::Running]),
-        ("demo-node", "web scraper", Runtime::Node, &[Status::Running]),
+        (
+            "demo-py",
+            "data analysis",
+            Runtime::Python,
+            &[Status::Running],
+        ),
+        (
+            "demo-node",
+            "web scraper",
+            Runtime::Node,
+            &[Status::Running],
+        ),
         ("demo-sh", "build failed", Runtime::Shell, &[Status::Error]),
-        ("demo-gone", "finished job", Runtime::Python, &[Status::Running, Status::Destroying, Status::Destroyed]),
+        (
+            "demo-gone",
+            "finished job",
+            Runtime::Python,
+            &[Status::Running, Status::Destroying, Status::Destroyed],
+        ),
     ];
     for (i, (id, name, runtime, steps)) in script.into_iter().enumerate() {
         let mut env = Environment::new(id, name, runtime);
@@ -67,8 +84,14 @@ pub async fn run(config: Option<&StoreConfig>) -> anyhow::Result<()> {
     println!();
     println!("After the restart:");
     print_table(&after, Utc::now());
-    ensure!(after == saved, "the reopened store differs from what was saved");
+    ensure!(
+        after == saved,
+        "the reopened store differs from what was saved"
+    );
     println!();
-    println!("All {} environments survived the restart, field for field.", after.len());
+    println!(
+        "All {} environments survived the restart, field for field.",
+        after.len()
+    );
     Ok(())
 }

@@ -1,0 +1,316 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The `waggle-store` binary end to end, against temporary stores.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use waggle_store::{Environment, RedbStore, Repository, Runtime, Status, record};
+
+fn cli(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_waggle-store"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("WAGGLE_STORE_PATH")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run waggle-store: {e}"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A store with three environments in different states.
+fn seeded(path: &Path) -> Vec<Environment> {
+    rt().block_on(async {
+        let store = RedbStore::open(path).unwrap_or_else(|e| panic!("{e}"));
+        let mut envs = Vec::new();
+        for (id, runtime, status) in [
+            ("e1", Runtime::Python, Status::Running),
+            ("e2", Runtime::Node, Status::Error),
+            ("e3", Runtime::Shell, Status::Creating),
+        ] {
+            let mut e = Environment::new(id, format!("name {id}"), runtime);
+            if status != Status::Creating {
+                e.transition_to(status).unwrap_or_else(|e| panic!("{e}"));
+            }
+            store.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
+            envs.push(e);
+        }
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+        envs
+    })
+}
+
+#[test]
+fn read_commands() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("w.db");
+    let envs = seeded(&path);
+
+    let count = cli(&path, &["count"]);
+    assert!(count.status.success(), "{}", stderr(&count));
+    assert_eq!(stdout(&count).trim(), "3");
+
+    let list = cli(&path, &["list"]);
+    let text = stdout(&list);
+    assert!(
+        text.lines().next().unwrap_or_default().starts_with("ID"),
+        "{text}"
+    );
+    assert!(
+        text.contains("e1") && text.contains("e2") && text.contains("(3 environments)"),
+        "{text}"
+    );
+
+    let filtered = cli(&path, &["list", "--status", "running", "--json"]);
+    let parsed: Vec<Environment> =
+        serde_json::from_slice(&filtered.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(parsed, vec![envs[0].clone()]);
+    let by_runtime = cli(&path, &["list", "--runtime", "node", "--json"]);
+    let parsed: Vec<Environment> =
+        serde_json::from_slice(&by_runtime.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(parsed, vec![envs[1].clone()]);
+
+    let show = cli(&path, &["show", "e3"]);
+    let one: Environment = serde_json::from_slice(&show.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(one, envs[2]);
+    let missing = cli(&path, &["show", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("\"nope\" not found"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let bad_status = cli(&path, &["list", "--status", "sleeping"]);
+    assert_eq!(bad_status.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn export_import_round_trip() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let src = dir.path().join("src.db");
+    let envs = seeded(&src);
+    let backup = dir.path().join("backup.jsonl");
+    let out = cli(
+        &src,
+        &["export", "--out", backup.to_str().unwrap_or_default()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&backup).unwrap_or_default();
+    assert_eq!(text.lines().count(), 3);
+    let to_stdout = cli(&src, &["export"]);
+    assert_eq!(
+        stdout(&to_stdout),
+        text,
+        "export to stdout and to a file agree"
+    );
+
+    let dst = dir.path().join("dst.db");
+    let dry = cli(
+        &dst,
+        &["import", backup.to_str().unwrap_or_default(), "--dry-run"],
+    );
+    assert!(stdout(&dry).contains("3 records valid"), "{}", stdout(&dry));
+    assert!(!dst.exists(), "a dry run creates nothing");
+    let imported = cli(&dst, &["import", backup.to_str().unwrap_or_default()]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    let back = rt().block_on(async {
+        RedbStore::open(&dst)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .find_all()
+            .await
+            .unwrap_or_default()
+    });
+    assert_eq!(back, envs, "export then import keeps every field");
+    let again = cli(&dst, &["export"]);
+    assert_eq!(stdout(&again), text, "and exports identically");
+}
+
+#[test]
+fn malformed_imports_write_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let good = String::from_utf8(record::encode(&Environment::new("ok", "n", Runtime::Shell)))
+        .unwrap_or_default();
+    let other = good.replace("\"ok\"", "\"ok2\"");
+    let cases = [
+        ("bad JSON", format!("{good}\n{{not json\n"), "line 2"),
+        (
+            "invalid id",
+            format!("{good}\n{}\n", good.replace("\"ok\"", "\"bad id\"")),
+            "line 2",
+        ),
+        (
+            "newer schema",
+            format!(
+                "{}\n",
+                good.replace("\"schema_version\":1", "\"schema_version\":9")
+            ),
+            "line 1: record has schema version 9",
+        ),
+        (
+            "duplicate id",
+            format!("{good}\n{other}\n{good}\n"),
+            "line 3: duplicate id \"ok\" (first on line 1)",
+        ),
+        ("empty file", String::new(), "holds no records"),
+        (
+            "blank line",
+            format!("{good}\n\n{other}\n"),
+            "line 2: empty line",
+        ),
+    ];
+    for (case, content, says) in cases {
+        let file = dir.path().join("in.jsonl");
+        std::fs::write(&file, content).unwrap_or_else(|e| panic!("{e}"));
+        let store = dir.path().join(format!("{}.db", case.replace(' ', "-")));
+        let out = cli(&store, &["import", file.to_str().unwrap_or_default()]);
+        assert_eq!(out.status.code(), Some(1), "case {case:?}");
+        assert!(
+            stderr(&out).contains(says),
+            "case {case:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("in.jsonl"),
+            "case {case:?}: names the file"
+        );
+        assert!(!store.exists(), "case {case:?}: nothing written");
+    }
+}
+
+#[test]
+fn missing_store_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("absent.db");
+    for cmd in [&["list"][..], &["count"], &["show", "x"], &["export"]] {
+        let out = cli(&path, cmd);
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("absent.db") && err.contains("does not exist"),
+            "{cmd:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    assert!(!path.exists());
+}
+
+#[test]
+fn check_and_compact() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("w.db");
+    seeded(&path);
+    let check = cli(&path, &["check"]);
+    assert!(check.status.success(), "{}", stdout(&check));
+    assert!(stdout(&check).contains("integrity: ok") && stdout(&check).contains("records ok: 3"));
+    // Break one record: check exits 3 and names it.
+    {
+        let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let t: redb::TableDefinition<&str, &[u8]> =
+                redb::TableDefinition::new("waggle_environments");
+            let mut t = txn.open_table(t).unwrap_or_else(|e| panic!("{e}"));
+            t.insert("e2", b"garbage".as_slice())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        txn.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let check = cli(&path, &["check"]);
+    assert_eq!(check.status.code(), Some(3), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains("records corrupt: 1") && stdout(&check).contains("e2:"),
+        "{}",
+        stdout(&check)
+    );
+    let compact = cli(&path, &["compact"]);
+    assert!(compact.status.success(), "{}", stderr(&compact));
+    assert!(
+        stdout(&compact).contains("bytes before"),
+        "{}",
+        stdout(&compact)
+    );
+}
+
+#[test]
+fn live_reads_beside_a_writer_and_writes_refused() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("w.db");
+    seeded(&path);
+    rt().block_on(async {
+        // This process plays the server: it holds the file open for writing.
+        let server = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        server
+            .save(&Environment::new("live", "n", Runtime::Node))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let count = cli(&path, &["count"]);
+        assert_eq!(stdout(&count).trim(), "4", "{}", stderr(&count));
+        let show = cli(&path, &["show", "live"]);
+        assert!(show.status.success(), "{}", stderr(&show));
+        let check = cli(&path, &["check"]);
+        assert!(
+            stdout(&check).contains("integrity: skipped"),
+            "{}",
+            stdout(&check)
+        );
+        let file = dir.path().join("in.jsonl");
+        std::fs::write(
+            &file,
+            record::encode(&Environment::new("x", "n", Runtime::Node)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for cmd in [
+            &["import", file.to_str().unwrap_or_default()][..],
+            &["compact"],
+        ] {
+            let out = cli(&path, cmd);
+            assert_eq!(out.status.code(), Some(1), "{cmd:?}");
+            assert!(stderr(&out).contains("locked"), "{cmd:?}: {}", stderr(&out));
+        }
+    });
+}
+
+#[test]
+fn demo_runs_on_a_temporary_store() {
+    let out = Command::new(env!("CARGO_BIN_EXE_waggle-store"))
+        .arg("demo")
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("After the restart:") && text.contains("All 3 environments survived"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for cmd in [
+        "demo", "list", "show", "count", "export", "import", "check", "compact",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_waggle-store"))
+            .args([cmd, "--help"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success());
+        assert!(stdout(&out).contains("Example: waggle-store"), "{cmd}");
+    }
+}
