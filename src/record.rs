@@ -114,9 +114,8 @@ pub fn decode(bytes: &[u8]) -> Result<Environment, RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Capabilities, Runtime, Status};
+    use crate::domain::{Capabilities, Runtime};
     use chrono::{DateTime, Utc};
-    use proptest::prelude::*;
     use std::time::Duration;
 
     fn full() -> Environment {
@@ -200,54 +199,6 @@ mod tests {
                 matches!(decode(text.as_bytes()), Err(RecordError::Invalid(_))),
                 "case {name}"
             );
-        }
-    }
-
-    fn arb_time() -> impl Strategy<Value = DateTime<Utc>> {
-        // Years 0001..=9999: the range RFC 3339 can write.
-        (-62_135_596_800_i64..253_402_300_799, 0u32..1_000_000_000)
-            .prop_map(|(s, n)| DateTime::from_timestamp(s, n).unwrap_or_default())
-    }
-
-    prop_compose! {
-        fn arb_env()(
-            id in "[a-zA-Z0-9_.:-]{1,64}",
-            name in any::<String>(),
-            runtime in prop::sample::select(Runtime::ALL.to_vec()),
-            steps in prop::sample::select(vec![
-                vec![], vec![Status::Running], vec![Status::Error],
-                vec![Status::Running, Status::Destroying],
-                vec![Status::Running, Status::Destroying, Status::Destroyed],
-            ]),
-            ssh_port in any::<u16>(),
-            created in arb_time(),
-            used in arb_time(),
-            timeout in (any::<u64>(), 0u32..1_000_000_000),
-            detected_at in proptest::option::of(arb_time()),
-            path in any::<String>(),
-            cmds in proptest::array::uniform4(proptest::option::of(".{0,12}")),
-            flags in proptest::array::uniform8(any::<bool>()),
-        ) -> Environment {
-            let mut env = Environment::new_at(id, name, runtime, created);
-            for s in steps { let _ = env.transition_to(s); }
-            env.ssh_port = ssh_port;
-            env.last_used = used;
-            env.inactivity_timeout = Duration::new(timeout.0, timeout.1);
-            let [python_cmd, pip_cmd, node_cmd, npm_cmd] = cmds;
-            env.capabilities = Capabilities {
-                detected_at, path, python_cmd, pip_cmd, node_cmd, npm_cmd,
-                has_venv: flags[0], has_apk: flags[1], has_apt_get: flags[2], has_dnf: flags[3],
-                has_yum: flags[4], has_zypper: flags[5], is_root: flags[6],
-            };
-            env.capabilities_detected = flags[7];
-            env
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn round_trip_is_lossless(env in arb_env()) {
-            prop_assert_eq!(decode(&encode(&env)), Ok(env));
         }
     }
 
