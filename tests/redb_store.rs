@@ -221,6 +221,24 @@ fn another_process_reads_live_while_this_one_writes() {
 }
 
 #[test]
+fn without_live_readers_the_file_is_locked_to_readers_too() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    let options = waggle_store::store::redb::RedbOptions {
+        live_readers: false,
+        ..Default::default()
+    };
+    let _store = RedbStore::open_with(&path, options).unwrap_or_else(|e| panic!("{e}"));
+    let out = child("reader", &path)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !out.status.success(),
+        "a reader opened an exclusively locked file"
+    );
+}
+
+#[test]
 fn read_only_handle_refuses_writes_and_missing_files() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("waggle.db");

@@ -1,0 +1,204 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The store file: how a path becomes an open redb database, what makes a
+//! file ours, and the errors that say what to do when it is not.
+
+use std::fs::{DirBuilder, File};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use redb::{Database, DatabaseError, ReadTransaction, StorageError, TableDefinition, TableHandle};
+
+use crate::error::{Error, Result};
+use crate::record;
+
+pub(super) const RECORDS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("waggle_environments");
+pub(super) const META: TableDefinition<&str, &str> = TableDefinition::new("waggle_meta");
+
+/// The value of the `format` metadata key in every waggle store.
+pub const FORMAT_NAME: &str = "waggle-store";
+/// The table layout version this build writes and the newest it opens.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub(super) const HINT_DIR: &str = "point the store path at a file, for example DIR/waggle.db";
+pub(super) const HINT_LOCKED: &str = "another process or handle has it open for writing: stop it (a running Waggle server?), or use the read-only commands";
+pub(super) const HINT_FOREIGN: &str =
+    "this file was not written by waggle-store; check the path. The file was not modified";
+pub(super) const HINT_NEWER: &str =
+    "it was written by a newer waggle-store: upgrade this one. The file was not modified";
+pub(super) const HINT_CORRUPT: &str =
+    "restore it from a backup (waggle-store import) or move it aside to start empty";
+pub(super) const HINT_IO: &str = "check the path, its permissions and the disk";
+
+pub(super) fn open_error(path: &Path, reason: impl Into<String>, hint: &'static str) -> Error {
+    Error::Open {
+        path: path.to_owned(),
+        reason: reason.into(),
+        hint,
+        source: None,
+    }
+}
+
+pub(super) fn io_error(path: &Path, what: &str, e: io::Error) -> Error {
+    Error::Open {
+        path: path.to_owned(),
+        reason: format!("{what}: {e}"),
+        hint: HINT_IO,
+        source: Some(Box::new(e)),
+    }
+}
+
+pub(super) fn database_error(path: &Path, e: DatabaseError) -> Error {
+    let (reason, hint) = match &e {
+        DatabaseError::DatabaseAlreadyOpen => ("the file is locked".to_owned(), HINT_LOCKED),
+        DatabaseError::Storage(StorageError::Io(io)) if io.kind() == io::ErrorKind::InvalidData => {
+            ("it is not a redb database".to_owned(), HINT_FOREIGN)
+        }
+        DatabaseError::Storage(StorageError::Io(io)) => (format!("I/O error: {io}"), HINT_IO),
+        DatabaseError::Storage(StorageError::Corrupted(what)) => {
+            (format!("the file is corrupt ({what})"), HINT_CORRUPT)
+        }
+        DatabaseError::UpgradeRequired(v) => (
+            format!("redb file format {v} is not supported"),
+            HINT_FOREIGN,
+        ),
+        other => (other.to_string(), HINT_CORRUPT),
+    };
+    Error::Open {
+        path: path.to_owned(),
+        reason,
+        hint,
+        source: Some(Box::new(e)),
+    }
+}
+
+pub(super) fn storage<E: std::error::Error + Send + Sync + 'static>(
+    context: &'static str,
+) -> impl FnOnce(E) -> Error {
+    move |e| Error::storage(context, e)
+}
+
+/// What the metadata of an open file says.
+pub(super) enum Layout {
+    /// Our tables, at a version we read.
+    Ours,
+    /// No tables at all: a new file, or one whose initialising commit never
+    /// landed. Initialised on a writable open.
+    Empty,
+}
+
+pub(super) fn inspect(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
+    let tables: Vec<String> = txn
+        .list_tables()
+        .map_err(storage("listing tables"))?
+        .map(|t| t.name().to_owned())
+        .collect();
+    if !tables.iter().any(|t| t == META.name()) {
+        if tables.is_empty() {
+            return Ok(Layout::Empty);
+        }
+        return Err(open_error(
+            path,
+            format!(
+                "it is a redb database of another application (tables: {})",
+                tables.join(", ")
+            ),
+            HINT_FOREIGN,
+        ));
+    }
+    let meta = txn.open_table(META).map_err(|e| {
+        open_error(
+            path,
+            format!("its metadata table cannot be read: {e}"),
+            HINT_CORRUPT,
+        )
+    })?;
+    let get = |key: &str| -> Result<Option<String>> {
+        Ok(meta
+            .get(key)
+            .map_err(storage("reading metadata"))?
+            .map(|v| v.value().to_owned()))
+    };
+    if get("format")?.as_deref() != Some(FORMAT_NAME) {
+        return Err(open_error(
+            path,
+            "its metadata does not name waggle-store",
+            HINT_FOREIGN,
+        ));
+    }
+    for (key, supported) in [
+        ("format_version", FORMAT_VERSION),
+        ("schema_version", record::SCHEMA_VERSION),
+    ] {
+        let found = get(key)?.and_then(|v| v.parse::<u32>().ok());
+        match found {
+            Some(v) if v <= supported => {}
+            Some(v) => {
+                return Err(open_error(
+                    path,
+                    format!("its {key} is {v}; this build reads up to {supported}"),
+                    HINT_NEWER,
+                ));
+            }
+            None => {
+                return Err(open_error(
+                    path,
+                    format!("its {key} is missing or not a number"),
+                    HINT_CORRUPT,
+                ));
+            }
+        }
+    }
+    Ok(Layout::Ours)
+}
+
+/// Creates `dir` and missing parents with mode 0700, fsyncing each parent
+/// whose entry was added.
+pub(super) fn create_dirs(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs(parent)?;
+    }
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => sync_parent(dir),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+pub(super) fn initialise(db: &Database) -> Result<()> {
+    let txn = db
+        .begin_write()
+        .map_err(storage("initialising the store"))?;
+    {
+        let mut meta = txn
+            .open_table(META)
+            .map_err(storage("initialising the store"))?;
+        let format_version = FORMAT_VERSION.to_string();
+        let schema_version = record::SCHEMA_VERSION.to_string();
+        for (k, v) in [
+            ("format", FORMAT_NAME),
+            ("format_version", format_version.as_str()),
+            ("schema_version", schema_version.as_str()),
+        ] {
+            meta.insert(k, v)
+                .map_err(storage("initialising the store"))?;
+        }
+        txn.open_table(RECORDS)
+            .map_err(storage("initialising the store"))?;
+    }
+    txn.commit().map_err(storage("initialising the store"))
+}

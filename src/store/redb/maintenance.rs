@@ -1,0 +1,98 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Operator maintenance on a store file: integrity check and compaction.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable};
+
+use super::file::{database_error, io_error, storage};
+use super::{Handle, RedbStore, decode, open_records};
+use crate::error::{Error, Result};
+
+/// What [`RedbStore::check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// redb's page checksums and structure verified; `None` when the file
+    /// is open for writing elsewhere and only the records were checked.
+    pub integrity: Option<bool>,
+    /// Records that decode.
+    pub records_ok: usize,
+    /// Records that do not, with the reason.
+    pub corrupt: Vec<(String, String)>,
+}
+
+impl CheckReport {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.integrity != Some(false) && self.corrupt.is_empty()
+    }
+}
+
+impl RedbStore {
+    /// Checks the store at `path`: redb's integrity check (page checksums
+    /// and tree structure), then a decode of every record. When another
+    /// process has the file open for writing, only the records are checked
+    /// (on a read-only handle) and `integrity` is `None`.
+    ///
+    /// Blocking: call it from a blocking context.
+    pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
+        let path = path.as_ref();
+        let mut report = CheckReport::default();
+        let handle = match Self::open(path).and_then(Self::into_database) {
+            Ok(mut db) => {
+                report.integrity = Some(db.check_integrity().map_err(|e| database_error(path, e))?);
+                Handle::Write(db)
+            }
+            Err(Error::Open { reason, .. }) if reason.contains("locked") => {
+                let mut ro = Self::open_read_only(path)?;
+                let db = ro.db.take().ok_or(Error::Closed)?;
+                Arc::try_unwrap(db).map_err(|_| Error::Closed)?
+            }
+            Err(e) => return Err(e),
+        };
+        let txn = handle.begin_read().map_err(storage("beginning a read"))?;
+        let table = open_records(&txn)?;
+        for entry in table.iter().map_err(storage("reading"))? {
+            let (id, bytes) = entry.map_err(storage("reading"))?;
+            match decode(id.value(), bytes.value()) {
+                Ok(_) => report.records_ok += 1,
+                Err(e) => report.corrupt.push((id.value().to_owned(), e.to_string())),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Compacts the store at `path`, which no other process may have open,
+    /// and returns the file size before and after, in bytes.
+    ///
+    /// Blocking: call it from a blocking context.
+    pub fn compact(path: impl AsRef<Path>) -> Result<(u64, u64)> {
+        let path = path.as_ref();
+        let size = || {
+            fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(|e| io_error(path, "cannot read its size", e))
+        };
+        let mut db = Self::open(path)?.into_database()?;
+        let before = size()?;
+        while db.compact().map_err(storage("compacting"))? {}
+        db.close().map_err(|e| database_error(path, e))?;
+        Ok((before, size()?))
+    }
+
+    /// Stops the writer and returns the exclusive database handle.
+    fn into_database(mut self) -> Result<Database> {
+        self.stop_writer();
+        let db = self.db.take().ok_or(Error::Closed)?;
+        match Arc::try_unwrap(db) {
+            Ok(Handle::Write(db)) => Ok(db),
+            _ => Err(Error::ReadOnly {
+                path: self.path.clone(),
+            }),
+        }
+    }
+}
