@@ -112,8 +112,8 @@ fn linearizations(events: &[Event]) -> HashSet<Option<u64>> {
     finals
 }
 
-/// ≥ 32 tasks on a multi-thread runtime mix saves, finds and deletes on
-/// four shared ids; each id's history must be linearizable, and afterwards
+/// ≥ 32 tasks on a multi-thread runtime mix saves, finds, deletes and
+/// find_all (projected onto each id) on four shared ids; each id's history must be linearizable, and afterwards
 /// count == find_all().len() and each id holds a state some linearization
 /// ends in.
 pub async fn concurrent_linearizable<S: Repository + 'static, G: Send + 'static>(
@@ -131,9 +131,36 @@ pub async fn concurrent_linearizable<S: Repository + 'static, G: Send + 'static>
             for i in 0..OPS_PER_TASK {
                 let key = KEYS[(t + i) % KEYS.len()];
                 let tag = (t * 1000 + i) as u64;
+                let invoked_at = |clock: &AtomicU64| clock.fetch_add(1, Ordering::SeqCst);
+                if (t * 7 + i * 3) % 10 == 7 {
+                    // find_all, projected onto each key as a find with the
+                    // same interval: it must agree with the per-key histories.
+                    let invoked = invoked_at(&clock);
+                    let all = store
+                        .find_all()
+                        .await
+                        .unwrap_or_else(|e| panic!("find_all failed: {e}"));
+                    let returned = invoked_at(&clock);
+                    for key in KEYS {
+                        let answer = all
+                            .iter()
+                            .find(|e| e.id == key)
+                            .map_or(Answer::NotFound, |e| Answer::Found(tag_of(e, key)));
+                        events.push((
+                            key,
+                            Event {
+                                call: Call::Find,
+                                answer,
+                                invoked,
+                                returned,
+                            },
+                        ));
+                    }
+                    continue;
+                }
                 let call = match (t * 7 + i * 3) % 10 {
                     0..=3 => Call::Save(tag),
-                    4..=7 => Call::Find,
+                    4..=6 => Call::Find,
                     _ => Call::Delete,
                 };
                 let invoked = clock.fetch_add(1, Ordering::SeqCst);

@@ -43,6 +43,9 @@ enum Defect {
     TornSaveAcrossAwait,
     /// `count` scans synchronously and blocks the thread on big stores.
     BlockingCount,
+    /// `find_by_id` reads a cache that writes update only after an await,
+    /// once the change is already visible to `find_all`.
+    CacheUpdatedLate,
 }
 
 type Map = BTreeMap<String, Environment>;
@@ -60,6 +63,7 @@ struct Broken {
     writes: AtomicUsize,
     counter: AtomicUsize,
     ghost: Mutex<Option<Environment>>,
+    cache: Mutex<Map>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,6 +81,7 @@ impl Broken {
             writes: AtomicUsize::new(0),
             counter,
             ghost: Mutex::new(None),
+            cache: Mutex::default(),
         }
     }
 
@@ -136,6 +141,11 @@ impl Repository for Broken {
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 self.map().insert(env.id.clone(), env);
             }
+            Defect::CacheUpdatedLate => {
+                self.map().insert(env.id.clone(), env.clone());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                lock(&self.cache).insert(env.id.clone(), env);
+            }
             _ => {
                 self.map().insert(env.id.clone(), env);
             }
@@ -146,6 +156,11 @@ impl Repository for Broken {
     }
 
     async fn find_by_id(&self, id: &str) -> Result<Environment> {
+        if self.defect == Defect::CacheUpdatedLate {
+            if let Some(env) = lock(&self.cache).get(id).cloned() {
+                return Ok(env);
+            }
+        }
         let mut map = self.map();
         let env = map.get_mut(id).ok_or_else(|| self.not_found(id))?;
         if self.defect == Defect::FindTouchesStoredValue {
@@ -166,6 +181,10 @@ impl Repository for Broken {
 
     async fn delete(&self, id: &str) -> Result<()> {
         let removed = self.map().remove(id);
+        if self.defect == Defect::CacheUpdatedLate && removed.is_some() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            lock(&self.cache).remove(id);
+        }
         match removed {
             Some(env) => {
                 *lock(&self.ghost) = Some(env);
@@ -277,4 +296,6 @@ broken! {
     torn_save_across_await: TornSaveAcrossAwait =>
         ["cancel_after_polls", "cancel_by_timeout"] maybe ["concurrent_linearizable"];
     blocking_count: BlockingCount => ["no_executor_stall"];
+    cache_updated_late: CacheUpdatedLate =>
+        ["concurrent_linearizable"] maybe ["cancel_after_polls", "cancel_by_timeout"];
 }

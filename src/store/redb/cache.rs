@@ -6,13 +6,20 @@
 //!
 //! # Coherence
 //!
-//! Only the writer thread changes stored data in this process. After each
-//! commit it applies the batch to the cache and bumps `generation`, all
-//! under the write lock, *before* it answers the callers. A reader that
-//! misses notes the generation, reads its MVCC snapshot, and inserts what
-//! it read only if the generation has not moved — so a value read from an
-//! older snapshot can never overwrite, or resurrect, a newer one. Entries
-//! the writer puts in are always current.
+//! Only the writer thread changes stored data in this process, and an entry
+//! always equals the latest committed value of its id:
+//!
+//! 1. Before a commit, the writer removes every id the batch touches and
+//!    makes `generation` odd ([`Cache::begin_commit`]). While the commit is
+//!    in flight, reads of those ids miss and go to MVCC snapshots, which are
+//!    ordered by commit — so no cached value can be older than a value some
+//!    reader has already seen from a snapshot.
+//! 2. After the commit, and before answering the callers, it puts the new
+//!    values in and makes `generation` even again ([`Cache::end_commit`]).
+//! 3. A reader that misses notes the generation, reads its snapshot, and
+//!    fills the cache only if the generation was even and has not moved:
+//!    no commit began between its look and its fill, so what it read is
+//!    still the latest.
 //!
 //! A read-only handle beside another process's writer has no cache: it
 //! would not see that process's commits.
@@ -52,9 +59,9 @@ impl Cache {
     }
 
     /// Caches `env`, read from a snapshot begun at `generation`, unless a
-    /// commit has landed since or the cache is full.
+    /// commit began since (or was in flight), or the cache is full.
     pub(super) fn fill(&self, generation: u64, env: &Environment) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || generation % 2 == 1 {
             return;
         }
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
@@ -63,8 +70,23 @@ impl Cache {
         }
     }
 
-    /// Applies committed operations (writer thread only).
-    pub(super) fn apply<'a>(&self, ops: impl Iterator<Item = &'a Op>) {
+    /// Before a commit (writer thread only): forgets every id `ops` touch
+    /// and marks a commit in flight.
+    pub(super) fn begin_commit<'a>(&self, ops: impl Iterator<Item = &'a Op>) {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        inner.generation += 1;
+        for op in ops {
+            let id = match op {
+                Op::Save { env, .. } => &env.id,
+                Op::Delete { id } => id,
+            };
+            inner.entries.remove(id);
+        }
+    }
+
+    /// After a commit (writer thread only): puts in the values `ops` saved
+    /// (the ones that were applied) and ends the commit.
+    pub(super) fn end_commit<'a>(&self, ops: impl Iterator<Item = &'a Op>) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         inner.generation += 1;
         if self.capacity == 0 {
@@ -73,7 +95,7 @@ impl Cache {
         for op in ops {
             match op {
                 Op::Save { env, .. } => {
-                    if inner.entries.len() < self.capacity || inner.entries.contains_key(&env.id) {
+                    if inner.entries.len() < self.capacity {
                         inner.entries.insert(env.id.clone(), (**env).clone());
                     }
                 }

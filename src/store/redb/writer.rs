@@ -62,6 +62,7 @@ pub(super) fn write_loop(
         if batch.is_empty() {
             continue;
         }
+        cache.begin_commit(batch.iter().map(|r| &r.op));
         // redb can panic on a damaged file; contain it to this batch.
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(db, &batch)))
             .unwrap_or_else(|_| {
@@ -86,7 +87,7 @@ pub(super) fn write_loop(
             counters.commits.fetch_add(1, Ordering::Relaxed);
         }
         // Committed: make the cache agree before anyone hears back.
-        cache.apply(
+        cache.end_commit(
             batch
                 .iter()
                 .zip(&results)

@@ -1,0 +1,550 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Side-by-side benchmark: MemoryStore vs RedbStore vs a SQLite peer, in
+//! one run on one disk, with the disk's raw `write + fdatasync` as the
+//! yardstick. Prints Markdown tables of medians and ratios, then which
+//! targets hold.
+//!
+//! `cargo bench` runs it in full; `cargo test --benches` (no `--bench`
+//! flag) runs a quick smoke pass. `WAGGLE_BENCH_DIR` picks the directory
+//! (default: a temporary directory under /var/tmp, which is on disk).
+
+mod sqlite_peer;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlite_peer::SqliteStore;
+use waggle_store::{Environment, MemoryStore, RedbStore, Repository, Runtime, Status};
+
+/// Sizes and sample counts for one run.
+struct Plan {
+    full: bool,
+    sizes: Vec<usize>,
+    lookups: usize,
+    durable_samples: usize,
+    concurrency: Vec<usize>,
+    ops_per_level: usize,
+}
+
+impl Plan {
+    fn new(full: bool) -> Self {
+        if full {
+            Self {
+                full,
+                sizes: vec![10, 1_000, 100_000],
+                lookups: 50,
+                durable_samples: 300,
+                concurrency: vec![1, 8, 64, 256],
+                ops_per_level: 6_000,
+            }
+        } else {
+            Self {
+                full,
+                sizes: vec![10, 200],
+                lookups: 5,
+                durable_samples: 10,
+                concurrency: vec![1, 8],
+                ops_per_level: 64,
+            }
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn env(i: usize) -> Environment {
+    let mut e = Environment::new(
+        format!("env-{i:08}"),
+        format!("environment number {i}"),
+        Runtime::Python,
+    );
+    let _ = e.transition_to(Status::Running);
+    e.ssh_port = (2000 + i % 60_000) as u16;
+    e.inactivity_timeout = Duration::from_secs(1800);
+    e.capabilities.path = "/usr/local/bin:/usr/bin:/bin".into();
+    e.capabilities.python_cmd = Some("python3".into());
+    e.capabilities.pip_cmd = Some("pip3".into());
+    e.capabilities.has_venv = true;
+    e.capabilities.has_apt_get = true;
+    e.capabilities_detected = true;
+    e
+}
+
+/// A small deterministic generator, so every store sees the same ids.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) as usize) % n.max(1)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Memory,
+    Redb,
+    Sqlite,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Memory, Kind::Redb, Kind::Sqlite];
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Memory => "memory",
+            Kind::Redb => "redb",
+            Kind::Sqlite => "sqlite",
+        }
+    }
+}
+
+async fn open(kind: Kind, dir: &Path, tag: &str) -> Arc<dyn Repository> {
+    let path = dir.join(format!("{tag}.{}", kind.name()));
+    match kind {
+        Kind::Memory => Arc::new(MemoryStore::new()),
+        Kind::Redb => Arc::new(RedbStore::open(path).unwrap_or_else(|e| panic!("{e}"))),
+        Kind::Sqlite => Arc::new(SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"))),
+    }
+}
+
+/// Fills a store with `n` records, many saves in flight so redb batches them.
+async fn fill(store: &Arc<dyn Repository>, n: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in 0..64 {
+        let store = Arc::clone(store);
+        tasks.spawn(async move {
+            for i in (chunk..n).step_by(64) {
+                store.save(&env(i)).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Median seconds per call over `samples` batches of `batch` calls.
+async fn per_call<F, Fut>(samples: usize, batch: usize, mut call: F) -> f64
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut times = Vec::with_capacity(samples);
+    let mut k = 0;
+    for _ in 0..samples {
+        let started = Instant::now();
+        for _ in 0..batch {
+            call(k).await;
+            k += 1;
+        }
+        times.push(started.elapsed().as_secs_f64() / batch as f64);
+    }
+    median(times)
+}
+
+fn fmt_time(secs: f64) -> String {
+    if secs < 1e-6 {
+        format!("{:.0} ns", secs * 1e9)
+    } else if secs < 1e-3 {
+        format!("{:.1} µs", secs * 1e6)
+    } else {
+        format!("{:.2} ms", secs * 1e3)
+    }
+}
+
+/// Raw `pwrite` of `len` bytes + `fdatasync`, p50 seconds.
+fn raw_fdatasync(dir: &Path, len: usize, samples: usize) -> f64 {
+    let path = dir.join(format!("raw-{len}"));
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let buf = vec![0x5a_u8; len];
+    // Preallocate so the loop measures data syncs, not file growth.
+    file.write_at(&vec![0; 64 * 4096], 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    file.sync_all().unwrap_or_else(|e| panic!("{e}"));
+    let mut times = Vec::new();
+    for i in 0..samples {
+        let started = Instant::now();
+        file.write_at(&buf, (i % 64) as u64 * 4096)
+            .unwrap_or_else(|e| panic!("{e}"));
+        file.sync_data().unwrap_or_else(|e| panic!("{e}"));
+        times.push(started.elapsed().as_secs_f64());
+    }
+    median(times)
+}
+
+struct Row {
+    op: &'static str,
+    n: usize,
+    secs: [f64; 3],
+}
+
+async fn micro(plan: &Plan, dir: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &n in &plan.sizes {
+        let mut by_kind: Vec<[f64; 5]> = Vec::new();
+        for kind in Kind::ALL {
+            let store = open(kind, dir, &format!("micro-{n}")).await;
+            if kind == Kind::Sqlite {
+                // One transaction: the peer's fastest load.
+                let envs: Vec<Environment> = (0..n).map(env).collect();
+                let sqlite = SqliteStore::open(&dir.join(format!("micro-{n}.sqlite")))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                sqlite.load(&envs).unwrap_or_else(|e| panic!("{e}"));
+            } else {
+                fill(&store, n).await;
+            }
+            assert_eq!(store.count().await.ok(), Some(n), "{kind:?} filled");
+            let mut rng = Lcg(42);
+            let ids: Vec<String> = (0..4096).map(|_| env(rng.next(n)).id).collect();
+            // Warm: one pass over the ids read later, as a running server would have.
+            for id in &ids {
+                let _ = store.find_by_id(id).await;
+            }
+            let find = per_call(plan.lookups, 100, |k| {
+                let (store, id) = (&store, &ids[k % ids.len()]);
+                async move {
+                    store.find_by_id(id).await.unwrap_or_else(|e| panic!("{e}"));
+                }
+            })
+            .await;
+            let count = per_call(plan.lookups, 100, |_| {
+                let store = &store;
+                async move {
+                    store.count().await.unwrap_or_else(|e| panic!("{e}"));
+                }
+            })
+            .await;
+            let all_samples = if n >= 100_000 {
+                5
+            } else {
+                plan.lookups.min(20)
+            };
+            let find_all = per_call(all_samples, 1, |_| {
+                let store = &store;
+                async move {
+                    assert_eq!(store.find_all().await.map(|v| v.len()).ok(), Some(n));
+                }
+            })
+            .await;
+            let save = per_call(plan.durable_samples, 1, |k| {
+                let (store, i) = (&store, k % n);
+                async move {
+                    let mut e = env(i);
+                    e.ssh_port = (k % 60_000) as u16;
+                    store.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
+                }
+            })
+            .await;
+            // Delete is timed alone; the record is put back between samples.
+            let mut deletes = Vec::new();
+            for k in 0..plan.durable_samples.min(100) {
+                let id = env(k % n).id;
+                let started = Instant::now();
+                store.delete(&id).await.unwrap_or_else(|e| panic!("{e}"));
+                deletes.push(started.elapsed().as_secs_f64());
+                store
+                    .save(&env(k % n))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            by_kind.push([find, count, find_all, save, median(deletes)]);
+        }
+        for (i, op) in [
+            "find_by_id",
+            "count",
+            "find_all",
+            "save (durable)",
+            "delete (durable)",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            rows.push(Row {
+                op,
+                n,
+                secs: [by_kind[0][i], by_kind[1][i], by_kind[2][i]],
+            });
+        }
+    }
+    rows
+}
+
+/// Saves per second with `tasks` concurrent writers, each upserting its own ids.
+async fn throughput(store: &Arc<dyn Repository>, tasks: usize, ops: usize) -> f64 {
+    let per_task = (ops / tasks).max(1);
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let store = Arc::clone(store);
+        set.spawn(async move {
+            for i in 0..per_task {
+                store
+                    .save(&env(t * 100_000 + i % 50))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap_or_else(|e| panic!("{e}"));
+    }
+    (per_task * tasks) as f64 / started.elapsed().as_secs_f64()
+}
+
+const CHILD: &str = "WAGGLE_BENCH_CHILD";
+
+/// Fills a redb store and then waits to be killed (the kill -9 reopen row).
+fn child_fill_and_wait(path: &Path, n: usize) {
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        let store: Arc<dyn Repository> =
+            Arc::new(RedbStore::open(path).unwrap_or_else(|e| panic!("{e}")));
+        fill(&store, n).await;
+        println!("ready");
+        loop {
+            // Keep committing so the kill lands mid-write.
+            let _ = store.save(&env(0)).await;
+        }
+    });
+}
+
+fn reopen_ms(path: &Path) -> (f64, usize) {
+    let started = Instant::now();
+    let store = RedbStore::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let secs = started.elapsed().as_secs_f64();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n = rt.block_on(store.count()).unwrap_or(0);
+    (secs * 1e3, n)
+}
+
+fn kill_9_then_reopen(dir: &Path, n: usize) -> (f64, usize) {
+    use std::io::BufRead;
+    let path = dir.join("killed.redb");
+    let mut child = Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
+        .env(CHILD, &path)
+        .env("WAGGLE_BENCH_CHILD_N", n.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(out) = child.stdout.take() {
+        let mut lines = std::io::BufReader::new(out).lines();
+        let _ = lines.next(); // "ready"
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    reopen_ms(&path)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    if let Ok(path) = std::env::var(CHILD) {
+        let n = std::env::var("WAGGLE_BENCH_CHILD_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        return child_fill_and_wait(Path::new(&path), n);
+    }
+    let full = std::env::args().any(|a| a == "--bench");
+    let plan = Plan::new(full);
+    let base: PathBuf = std::env::var_os("WAGGLE_BENCH_DIR")
+        .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
+    let dir = tempfile::Builder::new()
+        .prefix("waggle-bench-")
+        .tempdir_in(&base)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "# waggle-store side-by-side benchmark ({})",
+        if full { "full" } else { "smoke" }
+    );
+    println!(
+        "directory: {}; cores: {}",
+        dir.path().display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+
+    let raw_4k = raw_fdatasync(dir.path(), 4096, plan.durable_samples);
+    let raw_512 = raw_fdatasync(dir.path(), 512, plan.durable_samples);
+    println!("## Yardstick: raw pwrite + fdatasync, p50");
+    println!(
+        "| write size | p50 |\n|---|---|\n| 512 B | {} |\n| 4 KiB | {} |",
+        fmt_time(raw_512),
+        fmt_time(raw_4k)
+    );
+    println!();
+
+    let rows = rt.block_on(micro(&plan, dir.path()));
+    println!("## Operations, median per call");
+    println!("| operation | records | memory | redb | sqlite | redb / memory | sqlite / redb |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.2}× | {:.2}× |",
+            r.op,
+            r.n,
+            fmt_time(r.secs[0]),
+            fmt_time(r.secs[1]),
+            fmt_time(r.secs[2]),
+            r.secs[1] / r.secs[0],
+            r.secs[2] / r.secs[1]
+        );
+    }
+    println!();
+
+    let mut tput: Vec<(usize, [f64; 2])> = Vec::new();
+    rt.block_on(async {
+        for &tasks in &plan.concurrency {
+            let mut pair = [0.0; 2];
+            for (slot, kind) in [Kind::Redb, Kind::Sqlite].into_iter().enumerate() {
+                let store = open(kind, dir.path(), &format!("tput-{tasks}")).await;
+                pair[slot] = throughput(&store, tasks, plan.ops_per_level).await;
+            }
+            tput.push((tasks, pair));
+        }
+    });
+    println!("## Durable save throughput (saves/s)");
+    println!("| writers | redb | redb vs 1 writer | sqlite | redb / sqlite |");
+    println!("|---:|---:|---:|---:|---:|");
+    let one = tput.first().map_or(f64::NAN, |t| t.1[0]);
+    for (tasks, [r, s]) in &tput {
+        println!(
+            "| {tasks} | {r:.0} | {:.1}× | {s:.0} | {:.1}× |",
+            r / one,
+            r / s
+        );
+    }
+    println!();
+
+    let big = *plan.sizes.last().unwrap_or(&10);
+    let small = plan.sizes[0];
+    let clean = dir.path().join(format!("micro-{big}.redb"));
+    let (clean_ms, clean_n) = reopen_ms(&clean);
+    let size_before = std::fs::metadata(&clean).map_or(0, |m| m.len());
+    let (_, size_after) = RedbStore::compact(&clean).unwrap_or_else(|e| panic!("{e}"));
+    let (killed_ms, killed_n) = if full {
+        kill_9_then_reopen(dir.path(), big)
+    } else {
+        (f64::NAN, 0)
+    };
+    println!("## File and reopen at {big} records");
+    println!("| measure | value |\n|---|---:|");
+    println!("| reopen after clean close | {clean_ms:.1} ms ({clean_n} records) |");
+    println!("| reopen after kill -9 | {killed_ms:.1} ms ({killed_n} records) |");
+    println!(
+        "| file bytes per record, before compact | {:.0} |",
+        size_before as f64 / big as f64
+    );
+    println!(
+        "| file bytes per record, after compact | {:.0} |",
+        size_after as f64 / big as f64
+    );
+    println!(
+        "| peak RSS of this benchmark process | {:.0} MiB |",
+        peak_rss_mib()
+    );
+    println!();
+
+    let get = |op: &str, n: usize| {
+        rows.iter()
+            .find(|r| r.op == op && r.n == n)
+            .map_or([f64::NAN; 3], |r| r.secs)
+    };
+    let save1 = get("save (durable)", big)[1];
+    let find = get("find_by_id", big);
+    let count_small = get("count", small)[1];
+    let count_big = get("count", big)[1];
+    let at = |w: usize| tput.iter().find(|t| t.0 == w).map(|t| t.1);
+    let checks: Vec<(String, bool)> = vec![
+        (
+            format!(
+                "durable save p50 ≤ 1.3 × raw 4 KiB fdatasync p50: {:.2}×",
+                save1 / raw_4k
+            ),
+            save1 <= 1.3 * raw_4k,
+        ),
+        (
+            format!(
+                "64 writers ≥ 20 × one writer: {:.1}×",
+                at(64).map_or(f64::NAN, |t| t[0] / one)
+            ),
+            at(64).is_some_and(|t| t[0] >= 20.0 * one),
+        ),
+        (
+            format!(
+                "find_by_id redb ≤ 3 × memory at {big}: {:.2}×",
+                find[1] / find[0]
+            ),
+            find[1] <= 3.0 * find[0],
+        ),
+        (
+            format!(
+                "find_by_id redb ≥ 3 × faster than sqlite at {big}: {:.1}×",
+                find[2] / find[1]
+            ),
+            find[2] >= 3.0 * find[1],
+        ),
+        (
+            format!(
+                "64 writers: redb ≥ 4 × sqlite: {:.1}×",
+                at(64).map_or(f64::NAN, |t| t[0] / t[1])
+            ),
+            at(64).is_some_and(|t| t[0] >= 4.0 * t[1]),
+        ),
+        (
+            format!(
+                "count at {big} within 2 × of count at {small}: {:.2}×",
+                count_big / count_small
+            ),
+            count_big <= 2.0 * count_small,
+        ),
+        (
+            format!("reopen after clean close at {big} ≤ 50 ms: {clean_ms:.1} ms"),
+            clean_ms <= 50.0,
+        ),
+    ];
+    println!("## Targets");
+    for (what, holds) in &checks {
+        println!("- [{}] {what}", if *holds { "x" } else { " " });
+    }
+    if !full {
+        println!("\n(smoke run: sizes and samples are too small for the targets to mean anything)");
+    }
+}
