@@ -156,10 +156,10 @@ impl Repository for Broken {
     }
 
     async fn find_by_id(&self, id: &str) -> Result<Environment> {
-        if self.defect == Defect::CacheUpdatedLate {
-            if let Some(env) = lock(&self.cache).get(id).cloned() {
-                return Ok(env);
-            }
+        if self.defect == Defect::CacheUpdatedLate
+            && let Some(env) = lock(&self.cache).get(id).cloned()
+        {
+            return Ok(env);
         }
         let mut map = self.map();
         let env = map.get_mut(id).ok_or_else(|| self.not_found(id))?;
