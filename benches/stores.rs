@@ -24,7 +24,6 @@ use waggle_store::{Environment, MemoryStore, RedbStore, Repository, Runtime, Sta
 
 /// Sizes and sample counts for one run.
 struct Plan {
-    full: bool,
     sizes: Vec<usize>,
     lookups: usize,
     durable_samples: usize,
@@ -36,7 +35,6 @@ impl Plan {
     fn new(full: bool) -> Self {
         if full {
             Self {
-                full,
                 sizes: vec![10, 1_000, 100_000],
                 lookups: 50,
                 durable_samples: 300,
@@ -45,7 +43,6 @@ impl Plan {
             }
         } else {
             Self {
-                full,
                 sizes: vec![10, 200],
                 lookups: 5,
                 durable_samples: 10,
@@ -168,6 +165,7 @@ fn raw_fdatasync(dir: &Path, len: usize, samples: usize) -> f64 {
     let path = dir.join(format!("raw-{len}"));
     let file = OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(&path)
