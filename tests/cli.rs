@@ -302,9 +302,44 @@ fn demo_runs_on_a_temporary_store() {
 }
 
 #[test]
+fn bench_runs_on_a_temporary_store_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let report = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_waggle-store"))
+        .args([
+            "bench",
+            "--records",
+            "50",
+            "--concurrency",
+            "4",
+            "--duration",
+            "0.5",
+            "--json",
+        ])
+        .arg(&report)
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("P99.9"), "{}", stdout(&out));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(json["concurrency"], 4);
+    let ops = json["ops"].as_array().cloned().unwrap_or_default();
+    let saves = ops
+        .iter()
+        .find(|o| o["op"] == "save")
+        .unwrap_or_else(|| panic!("no save row: {json}"));
+    assert!(saves["count"].as_u64().unwrap_or(0) > 0);
+    assert!(saves["p50_us"].as_f64().unwrap_or(0.0) <= saves["p99_us"].as_f64().unwrap_or(0.0));
+    assert!(json["redb_commits"].as_u64().unwrap_or(0) > 0);
+}
+
+#[test]
 fn every_command_has_help_with_an_example() {
     for cmd in [
-        "demo", "list", "show", "count", "export", "import", "check", "compact",
+        "demo", "list", "show", "count", "export", "import", "check", "compact", "bench",
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_waggle-store"))
             .args([cmd, "--help"])

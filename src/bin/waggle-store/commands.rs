@@ -51,6 +51,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export { out } => export(&config, out.as_deref()).await?,
         Command::Import { file, dry_run } => import(&config, &file, dry_run).await?,
         Command::Check => return check(&config).await,
+        Command::Bench(args) => {
+            crate::bench::run(cli.store.as_deref().map(|_| &config), args).await?
+        }
         Command::Compact => {
             let path = redb_path(&config, "compact")?.to_owned();
             let (before, after) =
@@ -77,7 +80,7 @@ fn open_read(config: &StoreConfig) -> anyhow::Result<Arc<dyn Repository>> {
 }
 
 /// A progress bar on a terminal; hidden when standard error is piped.
-fn progress(len: usize, what: &'static str) -> ProgressBar {
+pub fn progress(len: usize, what: &'static str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

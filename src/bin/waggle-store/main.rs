@@ -6,6 +6,7 @@
 //!
 //! Exit codes: 0 success; 1 error; 2 usage error; 3 `check` found damage.
 
+mod bench;
 mod commands;
 mod demo;
 
@@ -97,6 +98,11 @@ enum Command {
     ///
     /// Example: waggle-store compact
     Compact,
+    /// Measure a store under a workload: throughput and p50/p99/p99.9 per
+    /// operation. Uses a temporary store unless --store is given.
+    ///
+    /// Example: waggle-store bench --concurrency 64 --duration 10 --json report.json
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
