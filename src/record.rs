@@ -111,6 +111,57 @@ pub fn decode(bytes: &[u8]) -> Result<Environment, RecordError> {
     Ok(env)
 }
 
+/// Encodes `envs` as JSON Lines: one record per line, in the order given.
+/// This is the export (backup and migration) format.
+pub fn encode_lines<'a>(envs: impl IntoIterator<Item = &'a Environment>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for env in envs {
+        out.extend_from_slice(&encode(env));
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Why a JSON Lines export was refused by [`decode_lines`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct LineError {
+    /// The 1-based line number; 0 for the file as a whole.
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Decodes a whole JSON Lines export, all or nothing: every line must be a
+/// valid record (no blank lines), no id may appear twice, and there must be
+/// at least one record.
+pub fn decode_lines(text: &str) -> Result<Vec<Environment>, LineError> {
+    let mut envs = Vec::new();
+    let mut first_seen = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let fail = |reason: String| LineError { line: n, reason };
+        if line.trim().is_empty() {
+            return Err(fail("empty line".into()));
+        }
+        let env = decode(line.as_bytes()).map_err(|e| fail(e.to_string()))?;
+        if let Some(first) = first_seen.insert(env.id.clone(), n) {
+            return Err(fail(format!(
+                "duplicate id {:?} (first on line {first})",
+                env.id
+            )));
+        }
+        envs.push(env);
+    }
+    if envs.is_empty() {
+        return Err(LineError {
+            line: 0,
+            reason: "the file holds no records".into(),
+        });
+    }
+    Ok(envs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

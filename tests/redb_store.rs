@@ -589,3 +589,55 @@ fn reopen_is_quick_after_a_clean_close() {
     );
     assert_eq!(rt().block_on(store.count()).ok(), Some(1000));
 }
+
+/// Dropping a store closes the file cleanly: a read-only open, which
+/// refuses files that need recovery, succeeds. After kill -9 it is refused
+/// until a writer recovers the file.
+#[test]
+fn drop_closes_cleanly_and_kill_needs_recovery() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .save(&env("a"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+    });
+    let clean = RedbStore::open_read_only(&path);
+    assert!(clean.is_ok(), "after drop: {:?}", clean.err());
+    drop(clean);
+
+    let mut proc = child("writer", &path)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut lines =
+        BufReader::new(proc.stdout.take().unwrap_or_else(|| panic!("no stdout"))).lines();
+    let _ = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("ack ")));
+    proc.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = proc.wait();
+    let err = RedbStore::open_read_only(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("needs recovery") && err.contains("open it once for writing"),
+        "{err}"
+    );
+    RedbStore::open(&path)
+        .and_then(RedbStore::close)
+        .unwrap_or_else(|e| panic!("recovery: {e}"));
+    assert!(RedbStore::open_read_only(&path).is_ok(), "recovered");
+}
+
+#[test]
+fn a_path_through_a_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("plain");
+    write(&file, b"x");
+    let err = RedbStore::open(file.join("waggle.db")).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Open { .. }), "{err:?}");
+    assert!(
+        text.contains("plain/waggle.db") && text.contains("check the path"),
+        "{text}"
+    );
+}

@@ -4,7 +4,6 @@
 //! The subcommands: each opens the store it needs (read-only when it only
 //! reads, so it works beside a running server) and prints its result.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -150,12 +149,7 @@ pub fn print_table(rows: &[Environment], now: DateTime<Utc>) {
 async fn export(config: &StoreConfig, out: Option<&Path>) -> anyhow::Result<()> {
     let all = open_read(config)?.find_all().await?;
     let bar = progress(all.len(), "export");
-    let mut buffer = Vec::with_capacity(all.len() * 512);
-    for env in &all {
-        buffer.extend_from_slice(&record::encode(env));
-        buffer.push(b'\n');
-        bar.inc(1);
-    }
+    let buffer = record::encode_lines(all.iter().inspect(|_| bar.inc(1)));
     bar.finish_and_clear();
     match out {
         Some(path) => {
@@ -171,31 +165,12 @@ async fn export(config: &StoreConfig, out: Option<&Path>) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Parses a JSON Lines export whole: every line a valid record, no id
-/// twice. The error names the file and the line.
-pub fn parse_export(file: &Path, text: &str) -> anyhow::Result<Vec<Environment>> {
-    let mut envs = Vec::new();
-    let mut first_seen: HashMap<String, usize> = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            bail!("{}: line {n}: empty line", file.display());
-        }
-        let env = record::decode(line.as_bytes())
-            .map_err(|e| anyhow::anyhow!("{}: line {n}: {e}", file.display()))?;
-        if let Some(first) = first_seen.insert(env.id.clone(), n) {
-            bail!(
-                "{}: line {n}: duplicate id {:?} (first on line {first})",
-                file.display(),
-                env.id
-            );
-        }
-        envs.push(env);
-    }
-    if envs.is_empty() {
-        bail!("{}: the file holds no records", file.display());
-    }
-    Ok(envs)
+/// Parses a JSON Lines export whole; the error names the file and line.
+fn parse_export(file: &Path, text: &str) -> anyhow::Result<Vec<Environment>> {
+    record::decode_lines(text).map_err(|e| match e.line {
+        0 => anyhow::anyhow!("{}: {}", file.display(), e.reason),
+        _ => anyhow::anyhow!("{}: {e}", file.display()),
+    })
 }
 
 async fn import(config: &StoreConfig, file: &Path, dry_run: bool) -> anyhow::Result<()> {
