@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlite_peer::SqliteStore;
+use waggle_store::store::redb::RedbOptions;
 use waggle_store::{Environment, MemoryStore, RedbStore, Repository, Runtime, Status};
 
 /// Sizes and sample counts for one run.
@@ -104,6 +105,18 @@ impl Kind {
             Kind::Sqlite => "sqlite",
         }
     }
+}
+
+/// RedbStore with the file locked exclusively: one fsync per commit.
+fn open_exclusive(dir: &Path, tag: &str) -> Arc<dyn Repository> {
+    let options = RedbOptions {
+        live_readers: false,
+        ..RedbOptions::default()
+    };
+    Arc::new(
+        RedbStore::open_with(dir.join(format!("{tag}.redb-exclusive")), options)
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
 }
 
 async fn open(kind: Kind, dir: &Path, tag: &str) -> Arc<dyn Repository> {
@@ -449,6 +462,48 @@ fn main() {
             r / s
         );
     }
+    println!();
+
+    // The option not taken by default: no live readers, one fsync per commit.
+    let (excl_save, excl_one, excl_64) = rt.block_on(async {
+        let store = open_exclusive(dir.path(), "options");
+        fill(&store, 1_000).await;
+        let save = per_call(plan.durable_samples, 1, |k| {
+            let store = &store;
+            async move {
+                store
+                    .save(&env(k % 1_000))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        })
+        .await;
+        let one = throughput(
+            &open_exclusive(dir.path(), "options-1"),
+            1,
+            plan.ops_per_level,
+        )
+        .await;
+        let many = throughput(
+            &open_exclusive(dir.path(), "options-64"),
+            64,
+            plan.ops_per_level,
+        )
+        .await;
+        (save, one, many)
+    });
+    println!("## redb with `live_readers: false` (exclusive lock, one fsync per commit)");
+    println!("| measure | value |\n|---|---:|");
+    println!(
+        "| save p50 at 1,000 records | {} ({:.2}× raw 4 KiB fdatasync) |",
+        fmt_time(excl_save),
+        excl_save / raw_4k
+    );
+    println!("| saves/s, 1 writer | {excl_one:.0} |");
+    println!(
+        "| saves/s, 64 writers | {excl_64:.0} ({:.1}× one writer) |",
+        excl_64 / excl_one
+    );
     println!();
 
     let big = *plan.sizes.last().unwrap_or(&10);

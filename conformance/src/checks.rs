@@ -73,6 +73,20 @@ async fn save<S: Repository>(case: &str, store: &S, env: &Environment) {
         .unwrap_or_else(|e| panic!("case {case:?}: save({:?}) failed: {e}", env.id));
 }
 
+/// Saves one value per id and returns the model of what is stored.
+async fn saved<S: Repository>(
+    case: &str,
+    store: &S,
+    ids: &[&str],
+) -> BTreeMap<String, Environment> {
+    let mut model = BTreeMap::new();
+    for id in ids {
+        save(case, store, &env(id)).await;
+        model.insert((*id).to_owned(), env(id));
+    }
+    model
+}
+
 fn env(id: &str) -> Environment {
     Environment::new_at(
         id,
@@ -203,11 +217,7 @@ pub async fn find_all_order<S: Repository + 'static, G: Send + 'static>(h: &Harn
     for (case, ids) in cases {
         let inst = h.fresh().await;
         let store = inst.store();
-        let mut model = BTreeMap::new();
-        for id in ids {
-            save(case, store, &env(id)).await;
-            model.insert((*id).to_owned(), env(id));
-        }
+        let model = saved(case, store, ids).await;
         assert_contents(case, store, &model).await;
     }
 }
@@ -261,11 +271,7 @@ pub async fn delete<S: Repository + 'static, G: Send + 'static>(h: &Harness<S, G
     for (case, ids, victim) in cases {
         let inst = h.fresh().await;
         let store = inst.store();
-        let mut model = BTreeMap::new();
-        for id in ids {
-            save(case, store, &env(id)).await;
-            model.insert((*id).to_owned(), env(id));
-        }
+        let mut model = saved(case, store, ids).await;
         store
             .delete(victim)
             .await

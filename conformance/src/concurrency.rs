@@ -197,26 +197,12 @@ pub async fn concurrent_linearizable<S: Repository + 'static, G: Send + 'static>
             events
         });
     }
-    let store = inst.store();
-    while let Some(events) = tasks.join_next().await {
-        let events = events.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    for events in join(tasks).await {
         for (key, event) in events {
             per_key.entry(key).or_default().push(event);
         }
     }
-    let all = store
-        .find_all()
-        .await
-        .unwrap_or_else(|e| panic!("find_all failed: {e}"));
-    let count = store
-        .count()
-        .await
-        .unwrap_or_else(|e| panic!("count failed: {e}"));
-    assert_eq!(
-        count,
-        all.len(),
-        "after quiescence count must equal find_all().len()"
-    );
+    let all = quiescent_contents(inst.store()).await;
     for (key, events) in &per_key {
         let finals = linearizations(events);
         assert!(
@@ -253,27 +239,13 @@ pub async fn concurrent_distinct_writers<S: Repository + 'static, G: Send + 'sta
             }
         });
     }
-    while let Some(done) = writes.join_next().await {
-        done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-    }
+    join(writes).await;
     let store = inst.store();
-    let all = store
-        .find_all()
-        .await
-        .unwrap_or_else(|e| panic!("find_all failed: {e}"));
-    let count = store
-        .count()
-        .await
-        .unwrap_or_else(|e| panic!("count failed: {e}"));
+    let all = quiescent_contents(store).await;
     assert_eq!(
         all.len(),
         WRITERS * EACH,
-        "find_all after {WRITERS} concurrent writers: records lost"
-    );
-    assert_eq!(
-        count,
-        WRITERS * EACH,
-        "count after {WRITERS} concurrent writers"
+        "find_all and count after {WRITERS} concurrent writers: records lost"
     );
     for (t, i) in (0..WRITERS).flat_map(|t| (0..EACH).map(move |i| (t, i))) {
         let id = format!("w{t:02}-{i}");
@@ -283,6 +255,33 @@ pub async fn concurrent_distinct_writers<S: Repository + 'static, G: Send + 'sta
             .unwrap_or_else(|e| panic!("find_by_id({id:?}) failed: {e}"));
         assert_eq!(got, value(&id, (t * EACH + i) as u64), "{id}");
     }
+}
+
+/// Waits for every task, re-raising the first panic.
+async fn join<T: 'static>(mut tasks: tokio::task::JoinSet<T>) -> Vec<T> {
+    let mut out = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        out.push(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+    }
+    out
+}
+
+/// Everything stored once the tasks are done; count must agree with it.
+async fn quiescent_contents<S: Repository>(store: &S) -> Vec<Environment> {
+    let all = store
+        .find_all()
+        .await
+        .unwrap_or_else(|e| panic!("find_all failed: {e}"));
+    let count = store
+        .count()
+        .await
+        .unwrap_or_else(|e| panic!("count failed: {e}"));
+    assert_eq!(
+        count,
+        all.len(),
+        "after quiescence count must equal find_all().len()"
+    );
+    all
 }
 
 #[cfg(test)]
