@@ -50,7 +50,7 @@ impl SqliteStore {
                 .prepare_cached("INSERT OR REPLACE INTO environments (id, record) VALUES (?1, ?2)")
                 .map_err(sql)?;
             for env in envs {
-                stmt.execute(params![env.id, record::encode(env)])
+                stmt.execute(params![env.id, record::encode(env).unwrap_or_default()])
                     .map_err(sql)?;
             }
         }
@@ -82,7 +82,13 @@ fn decode(bytes: &[u8]) -> Result<Environment> {
 impl Repository for SqliteStore {
     async fn save(&self, env: &Environment) -> Result<()> {
         validate_id(&env.id)?;
-        let (id, bytes) = (env.id.clone(), record::encode(env));
+        let (id, bytes) = (
+            env.id.clone(),
+            record::encode(env).map_err(|e| Error::Storage {
+                context: "encode",
+                source: BoxError::from(e),
+            })?,
+        );
         self.with(move |c| {
             c.prepare_cached("INSERT OR REPLACE INTO environments (id, record) VALUES (?1, ?2)")
                 .and_then(|mut s| s.execute(params![id, bytes]))

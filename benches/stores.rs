@@ -296,26 +296,69 @@ async fn micro(plan: &Plan, dir: &Path) -> Vec<Row> {
     rows
 }
 
-/// Saves per second with `tasks` concurrent writers, each upserting its own ids.
-async fn throughput(store: &Arc<dyn Repository>, tasks: usize, ops: usize) -> f64 {
-    let per_task = (ops / tasks).max(1);
+/// The two write workloads of the throughput table.
+#[derive(Clone, Copy)]
+enum Workload {
+    /// Each task upserts its own 50 existing-style ids, spread over the key space.
+    Upsert,
+    /// Each task takes new environments through Waggle's lifecycle: save
+    /// creating, running, three touches, destroying, then delete (7 writes).
+    Lifecycle,
+}
+
+/// Durable writes per second with `tasks` concurrent writers.
+async fn throughput(
+    store: &Arc<dyn Repository>,
+    tasks: usize,
+    ops: usize,
+    workload: Workload,
+) -> f64 {
+    let per_task = (ops / tasks).max(7);
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for t in 0..tasks {
         let store = Arc::clone(store);
         set.spawn(async move {
-            for i in 0..per_task {
-                store
-                    .save(&env(t * 100_000 + i % 50))
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
+            let mut done = 0;
+            let mut round = 0;
+            while done < per_task {
+                match workload {
+                    Workload::Upsert => {
+                        store
+                            .save(&env(t * 100_000 + done % 50))
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        done += 1;
+                    }
+                    Workload::Lifecycle => {
+                        let mut e = Environment::new(
+                            format!("life-{t:03}-{round:06}"),
+                            "lifecycle",
+                            Runtime::Node,
+                        );
+                        store.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
+                        let _ = e.transition_to(Status::Running);
+                        store.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
+                        for _ in 0..3 {
+                            e.touch();
+                            store.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
+                        }
+                        let _ = e.transition_to(Status::Destroying);
+                        store.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
+                        store.delete(&e.id).await.unwrap_or_else(|e| panic!("{e}"));
+                        done += 7;
+                        round += 1;
+                    }
+                }
             }
+            done
         });
     }
+    let mut total = 0;
     while let Some(r) = set.join_next().await {
-        r.unwrap_or_else(|e| panic!("{e}"));
+        total += r.unwrap_or_else(|e| panic!("{e}"));
     }
-    (per_task * tasks) as f64 / started.elapsed().as_secs_f64()
+    total as f64 / started.elapsed().as_secs_f64()
 }
 
 const CHILD: &str = "WAGGLE_BENCH_CHILD";
@@ -440,26 +483,43 @@ fn main() {
     }
     println!();
 
-    let mut tput: Vec<(usize, [f64; 2])> = Vec::new();
+    // tput[w][k]: workload w (upsert, lifecycle), store k (redb, sqlite).
+    let mut tput: Vec<(usize, [[f64; 2]; 2])> = Vec::new();
     rt.block_on(async {
         for &tasks in &plan.concurrency {
-            let mut pair = [0.0; 2];
-            for (slot, kind) in [Kind::Redb, Kind::Sqlite].into_iter().enumerate() {
-                let store = open(kind, dir.path(), &format!("tput-{tasks}")).await;
-                pair[slot] = throughput(&store, tasks, plan.ops_per_level).await;
+            let mut cell = [[0.0; 2]; 2];
+            for (w, workload) in [Workload::Upsert, Workload::Lifecycle]
+                .into_iter()
+                .enumerate()
+            {
+                for (k, kind) in [Kind::Redb, Kind::Sqlite].into_iter().enumerate() {
+                    let store = open(kind, dir.path(), &format!("tput-{tasks}-{w}")).await;
+                    cell[w][k] = throughput(&store, tasks, plan.ops_per_level, workload).await;
+                }
             }
-            tput.push((tasks, pair));
+            tput.push((tasks, cell));
         }
     });
-    println!("## Durable save throughput (saves/s)");
-    println!("| writers | redb | redb vs 1 writer | sqlite | redb / sqlite |");
-    println!("|---:|---:|---:|---:|---:|");
-    let one = tput.first().map_or(f64::NAN, |t| t.1[0]);
-    for (tasks, [r, s]) in &tput {
+    println!("## Durable write throughput (writes/s)");
+    println!(
+        "Upsert: each writer saves its own 50 ids, spread over the key space. Lifecycle: each"
+    );
+    println!("writer takes new environments through Waggle's lifecycle (6 saves and a delete).");
+    println!();
+    println!(
+        "| writers | upsert: redb | vs 1 writer | sqlite | redb / sqlite | lifecycle: redb | vs 1 writer | sqlite | redb / sqlite |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let one = tput
+        .first()
+        .map_or([f64::NAN; 2], |t| [t.1[0][0], t.1[1][0]]);
+    for (tasks, [[ur, us], [lr, ls]]) in &tput {
         println!(
-            "| {tasks} | {r:.0} | {:.1}× | {s:.0} | {:.1}× |",
-            r / one,
-            r / s
+            "| {tasks} | {ur:.0} | {:.1}× | {us:.0} | {:.1}× | {lr:.0} | {:.1}× | {ls:.0} | {:.1}× |",
+            ur / one[0],
+            ur / us,
+            lr / one[1],
+            lr / ls
         );
     }
     println!();
@@ -482,12 +542,14 @@ fn main() {
             &open_exclusive(dir.path(), "options-1"),
             1,
             plan.ops_per_level,
+            Workload::Upsert,
         )
         .await;
         let many = throughput(
             &open_exclusive(dir.path(), "options-64"),
             64,
             plan.ops_per_level,
+            Workload::Upsert,
         )
         .await;
         (save, one, many)
@@ -499,9 +561,9 @@ fn main() {
         fmt_time(excl_save),
         excl_save / raw_4k
     );
-    println!("| saves/s, 1 writer | {excl_one:.0} |");
+    println!("| upsert writes/s, 1 writer | {excl_one:.0} |");
     println!(
-        "| saves/s, 64 writers | {excl_64:.0} ({:.1}× one writer) |",
+        "| upsert writes/s, 64 writers | {excl_64:.0} ({:.1}× one writer) |",
         excl_64 / excl_one
     );
     println!();
@@ -544,7 +606,12 @@ fn main() {
     let find = get("find_by_id", big);
     let count_small = get("count", small)[1];
     let count_big = get("count", big)[1];
-    let at = |w: usize| tput.iter().find(|t| t.0 == w).map(|t| t.1);
+    // [upsert redb, upsert sqlite, lifecycle redb, lifecycle sqlite] at `w` writers.
+    let at = |w: usize| {
+        tput.iter()
+            .find(|t| t.0 == w)
+            .map(|t| [t.1[0][0], t.1[0][1], t.1[1][0], t.1[1][1]])
+    };
     let checks: Vec<(String, bool)> = vec![
         (
             format!(
@@ -555,10 +622,17 @@ fn main() {
         ),
         (
             format!(
-                "64 writers ≥ 20 × one writer: {:.1}×",
-                at(64).map_or(f64::NAN, |t| t[0] / one)
+                "64 writers ≥ 20 × one writer, upsert: {:.1}×",
+                at(64).map_or(f64::NAN, |t| t[0] / one[0])
             ),
-            at(64).is_some_and(|t| t[0] >= 20.0 * one),
+            at(64).is_some_and(|t| t[0] >= 20.0 * one[0]),
+        ),
+        (
+            format!(
+                "64 writers ≥ 20 × one writer, lifecycle: {:.1}×",
+                at(64).map_or(f64::NAN, |t| t[2] / one[1])
+            ),
+            at(64).is_some_and(|t| t[2] >= 20.0 * one[1]),
         ),
         (
             format!(
@@ -576,10 +650,17 @@ fn main() {
         ),
         (
             format!(
-                "64 writers: redb ≥ 4 × sqlite: {:.1}×",
+                "64 writers: redb ≥ 4 × sqlite, upsert: {:.1}×",
                 at(64).map_or(f64::NAN, |t| t[0] / t[1])
             ),
             at(64).is_some_and(|t| t[0] >= 4.0 * t[1]),
+        ),
+        (
+            format!(
+                "64 writers: redb ≥ 4 × sqlite, lifecycle: {:.1}×",
+                at(64).map_or(f64::NAN, |t| t[2] / t[3])
+            ),
+            at(64).is_some_and(|t| t[2] >= 4.0 * t[3]),
         ),
         (
             format!(

@@ -44,6 +44,9 @@ pub enum RecordError {
     /// The bytes are not a valid record of this schema.
     #[error("{0}")]
     Invalid(String),
+    /// The value could not be encoded (serde_json refused it).
+    #[error("cannot encode the record: {0}")]
+    Encode(String),
 }
 
 #[derive(Serialize)]
@@ -67,15 +70,16 @@ struct VersionOnly {
 }
 
 /// Encodes `env` as one line of JSON (no trailing newline).
-pub fn encode(env: &Environment) -> Vec<u8> {
+///
+/// Every field is a string, integer, boolean, chrono timestamp or
+/// `Duration`, so serde_json has no reason to refuse one; the error exists
+/// so that a future field that can fail is reported, never stored empty.
+pub fn encode(env: &Environment) -> Result<Vec<u8>, RecordError> {
     let record = RecordOut {
         schema_version: SCHEMA_VERSION,
         environment: env,
     };
-    // Serializing plain structs of strings, integers, booleans and chrono
-    // timestamps into a Vec cannot fail: no map has non-string keys and no
-    // writer can return an I/O error.
-    serde_json::to_vec(&record).unwrap_or_default()
+    serde_json::to_vec(&record).map_err(|e| RecordError::Encode(e.to_string()))
 }
 
 /// Decodes one record, refusing newer schemas, unknown fields and invalid ids.
@@ -113,13 +117,15 @@ pub fn decode(bytes: &[u8]) -> Result<Environment, RecordError> {
 
 /// Encodes `envs` as JSON Lines: one record per line, in the order given.
 /// This is the export (backup and migration) format.
-pub fn encode_lines<'a>(envs: impl IntoIterator<Item = &'a Environment>) -> Vec<u8> {
+pub fn encode_lines<'a>(
+    envs: impl IntoIterator<Item = &'a Environment>,
+) -> Result<Vec<u8>, RecordError> {
     let mut out = Vec::new();
     for env in envs {
-        out.extend_from_slice(&encode(env));
+        out.extend_from_slice(&encode(env)?);
         out.push(b'\n');
     }
-    out
+    Ok(out)
 }
 
 /// Why a JSON Lines export was refused by [`decode_lines`].
@@ -195,7 +201,7 @@ mod tests {
 
     #[test]
     fn format_is_snake_case_rfc3339_and_versioned() {
-        let text = String::from_utf8(encode(&full())).unwrap_or_default();
+        let text = String::from_utf8(encode(&full()).unwrap_or_default()).unwrap_or_default();
         for needle in [
             "\"schema_version\":1",
             "\"created_at\":\"2026-09-21T",
@@ -212,7 +218,7 @@ mod tests {
 
     #[test]
     fn refuses_newer_schema_unknown_fields_and_bad_ids() {
-        let good = String::from_utf8(encode(&full())).unwrap_or_default();
+        let good = String::from_utf8(encode(&full()).unwrap_or_default()).unwrap_or_default();
         let newer = good.replace("\"schema_version\":1", "\"schema_version\":2");
         assert_eq!(
             decode(newer.as_bytes()),
@@ -261,7 +267,7 @@ mod tests {
         let mut empty = Environment::new_at("e", "", Runtime::Shell, DateTime::<Utc>::MIN_UTC);
         empty.last_used = DateTime::<Utc>::MAX_UTC;
         for env in [full(), long, empty] {
-            assert_eq!(decode(&encode(&env)), Ok(env));
+            assert_eq!(decode(&encode(&env).unwrap_or_default()), Ok(env));
         }
     }
 }

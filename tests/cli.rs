@@ -144,8 +144,10 @@ fn export_import_round_trip() {
 #[test]
 fn malformed_imports_write_nothing() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let good = String::from_utf8(record::encode(&Environment::new("ok", "n", Runtime::Shell)))
-        .unwrap_or_default();
+    let good = String::from_utf8(
+        record::encode(&Environment::new("ok", "n", Runtime::Shell)).unwrap_or_default(),
+    )
+    .unwrap_or_default();
     let other = good.replace("\"ok\"", "\"ok2\"");
     let cases = [
         ("bad JSON", format!("{good}\n{{not json\n"), "line 2"),
@@ -272,7 +274,7 @@ fn live_reads_beside_a_writer_and_writes_refused() {
         let file = dir.path().join("in.jsonl");
         std::fs::write(
             &file,
-            record::encode(&Environment::new("x", "n", Runtime::Node)),
+            record::encode(&Environment::new("x", "n", Runtime::Node)).unwrap_or_default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         for cmd in [

@@ -543,9 +543,10 @@ fn undecodable_record_is_reported_corrupt() {
                 b"{\"schema_version\":1,\"environment\":{\"id\":".as_slice(),
             )
             .unwrap_or_else(|e| panic!("{e}"));
-            let newer = String::from_utf8(waggle_store::record::encode(&env("v0002")))
-                .unwrap_or_default()
-                .replace("\"schema_version\":1", "\"schema_version\":5");
+            let newer =
+                String::from_utf8(waggle_store::record::encode(&env("v0002")).unwrap_or_default())
+                    .unwrap_or_default()
+                    .replace("\"schema_version\":1", "\"schema_version\":5");
             t.insert("v0002", newer.as_bytes())
                 .unwrap_or_else(|e| panic!("{e}"));
         }

@@ -149,7 +149,7 @@ pub fn print_table(rows: &[Environment], now: DateTime<Utc>) {
 async fn export(config: &StoreConfig, out: Option<&Path>) -> anyhow::Result<()> {
     let all = open_read(config)?.find_all().await?;
     let bar = progress(all.len(), "export");
-    let buffer = record::encode_lines(all.iter().inspect(|_| bar.inc(1)));
+    let buffer = record::encode_lines(all.iter().inspect(|_| bar.inc(1)))?;
     bar.finish_and_clear();
     match out {
         Some(path) => {

@@ -434,7 +434,7 @@ impl Repository for RedbStore {
     /// after, it is committed whole.
     async fn save(&self, env: &Environment) -> Result<()> {
         env.validate()?;
-        let bytes = record::encode(env);
+        let bytes = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
         self.write(Op::Save {
             env: Box::new(env.clone()),
             bytes,
