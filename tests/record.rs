@@ -75,3 +75,51 @@ fn export_round_trips_across_backends() {
         assert_eq!(last.find_all().await.unwrap_or_default(), envs);
     });
 }
+
+/// Bad input, counted: valid records mutated byte by byte (flips,
+/// truncations, insertions). The decoder must never panic, and whatever it
+/// accepts must be a valid environment that round-trips.
+#[test]
+fn mutated_records_never_panic() {
+    let seeds: Vec<Vec<u8>> = generate::edge_cases()
+        .into_iter()
+        .filter(|(_, e)| e.name.len() < 4096)
+        .map(|(_, e)| encode(&e).unwrap_or_default())
+        .collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state as usize) % n.max(1)
+    };
+    let (mut tried, mut accepted) = (0usize, 0usize);
+    for seed in &seeds {
+        for _ in 0..2_000 {
+            let mut bytes = seed.clone();
+            match next(3) {
+                0 => {
+                    let i = next(bytes.len());
+                    bytes[i] ^= 1 << next(8);
+                }
+                1 => bytes.truncate(next(bytes.len())),
+                _ => {
+                    let i = next(bytes.len());
+                    let junk = [b'"', b'{', b'}', b',', b'9', b'\\', 0xff, b' '][next(8)];
+                    bytes.insert(i, junk);
+                }
+            }
+            tried += 1;
+            if let Ok(env) = decode(&bytes) {
+                accepted += 1;
+                assert!(env.validate().is_ok());
+                assert_eq!(decode(&encode(&env).unwrap_or_default()), Ok(env));
+            }
+        }
+    }
+    println!(
+        "bad input: {tried} mutated records tried, {accepted} still valid and round-tripped, {} refused, 0 panics",
+        tried - accepted
+    );
+    assert!(tried >= 20_000);
+}

@@ -86,6 +86,39 @@ fn child_entry() {
             let all = store.find_all().await.unwrap_or_else(|e| panic!("{e}"));
             let _ = writeln!(out, "count {}", all.len());
         }),
+        // Save 8 KiB environments until the file-size limit set by the
+        // parent makes a save fail; then show the store still answers.
+        "fill-disk" => rt.block_on(async {
+            let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let mut failures = 0;
+            for i in 0..100_000 {
+                let mut e = env(&format!("f{i:05}"));
+                e.name = "x".repeat(8 * 1024);
+                match store.save(&e).await {
+                    Ok(()) => {
+                        let _ = writeln!(out, "ack {}", e.id);
+                    }
+                    Err(err) => {
+                        let _ = writeln!(out, "err {err}");
+                        failures += 1;
+                        if failures == 5 {
+                            break;
+                        }
+                    }
+                }
+                let _ = out.flush();
+            }
+            // Reads are answered from what was committed (or fail cleanly).
+            match store.count().await {
+                Ok(n) => {
+                    let _ = writeln!(out, "count {n}");
+                }
+                Err(err) => {
+                    let _ = writeln!(out, "count-err {err}");
+                }
+            }
+            let _ = out.flush();
+        }),
         "open-for-write" => {
             let result = RedbStore::open(&path);
             let _ = writeln!(
@@ -641,4 +674,65 @@ fn a_path_through_a_file_is_a_clear_error() {
         text.contains("plain/waggle.db") && text.contains("check the path"),
         "{text}"
     );
+}
+
+/// Fault injection: the disk "fills up" (a file-size limit, RLIMIT_FSIZE,
+/// with SIGXFSZ ignored, so writes fail with EFBIG). Saves must fail with a
+/// typed error and no panic, and every acknowledged save must be there
+/// after the limit is lifted and the store reopened.
+#[test]
+fn disk_full_loses_no_acknowledged_save() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    // bash's `ulimit -f` counts 1 KiB blocks: 3 MiB here. An ignored signal
+    // stays ignored across exec.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; ulimit -f 3072; exec "$0" "$@""#)
+        .arg(&exe)
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "fill-disk")
+        .env(CHILD_PATH, &path)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the writer died instead of failing cleanly:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acked: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ack "))
+        .collect();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("err "))
+        .collect();
+    assert!(
+        acked.len() > 10,
+        "too few saves before the limit: {}",
+        acked.len()
+    );
+    assert_eq!(errors.len(), 5, "saves past the limit must fail: {text}");
+    assert!(
+        errors.iter().all(|e| e.contains("storage failure")),
+        "{errors:?}"
+    );
+    // Lift the limit: recover, count what survived.
+    rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("reopen after disk full: {e}"));
+        let all = store.find_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let ids: std::collections::BTreeSet<&str> = all.iter().map(|e| e.id.as_str()).collect();
+        let lost: Vec<&&str> = acked.iter().filter(|id| !ids.contains(**id)).collect();
+        assert!(lost.is_empty(), "acknowledged saves lost after disk full: {lost:?}");
+        store.save(&env("after")).await.unwrap_or_else(|e| panic!("the store must take writes again: {e}"));
+        println!(
+            "disk full: {} acknowledged saves, {} refused with a typed error (first: {}), records lost: 0",
+            acked.len(),
+            errors.len(),
+            errors.first().copied().unwrap_or_default()
+        );
+    });
 }

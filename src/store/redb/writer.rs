@@ -74,12 +74,8 @@ pub(super) fn write_loop(
         let (results, saves, deletes) = match applied {
             Ok(applied) => applied,
             Err(e) => {
-                let message = e.to_string();
-                tracing::error!(error = %message, ops = batch.len(), "write batch failed");
-                let results = batch
-                    .iter()
-                    .map(|_| Err(Error::storage("committing", message.clone())))
-                    .collect();
+                tracing::error!(error = %e, ops = batch.len(), "write batch failed");
+                let results = batch.iter().map(|_| Err(same_failure(&e))).collect();
                 (results, 0, 0)
             }
         };
@@ -143,4 +139,12 @@ fn apply(db: &Database, batch: &[Request]) -> Result<Applied> {
         txn.commit().map_err(storage("committing"))?;
     }
     Ok((results, saves, deletes))
+}
+
+/// The batch's failure, once for each of its callers.
+fn same_failure(e: &Error) -> Error {
+    match e {
+        Error::Storage { context, source } => Error::storage(context, source.to_string()),
+        other => Error::storage("committing", other.to_string()),
+    }
 }
