@@ -10,6 +10,7 @@
 //! flag) runs a quick smoke pass. `WAGGLE_BENCH_DIR` picks the directory
 //! (default: a temporary directory under /var/tmp, which is on disk).
 
+#[path = "support/sqlite_peer.rs"]
 mod sqlite_peer;
 
 use std::fs::OpenOptions;

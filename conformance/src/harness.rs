@@ -54,6 +54,11 @@ impl<S: Repository + 'static, G: Send + 'static> Harness<S, G> {
     }
 
     /// A fresh, empty store.
+    ///
+    /// # Cancel safety
+    ///
+    /// As cancel safe as the backend's `fresh` future: dropping it drops
+    /// whatever that future had built.
     pub async fn fresh(&self) -> Instance<'_, S, G> {
         let (store, guard) = (self.fresh)().await;
         Instance {
@@ -92,6 +97,12 @@ impl<S: Repository + 'static, G: Send + 'static> Instance<'_, S, G> {
     }
 
     /// Drops the store and opens the same storage again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped after its first poll, the old store is
+    /// already gone and the instance has none until `reopen` is called
+    /// again (`store()` then panics).
     ///
     /// # Panics
     ///
