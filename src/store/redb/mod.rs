@@ -182,7 +182,6 @@ impl RedbStore {
     /// Like [`open`](Self::open), with explicit [`RedbOptions`].
     pub fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self> {
         let path = path.as_ref();
-        let builder = || options.builder();
         let started = Instant::now();
         let meta = match fs::metadata(path) {
             Ok(meta) => Some(meta),
@@ -200,12 +199,13 @@ impl RedbStore {
         };
         let db = match meta {
             Some(m) if m.is_dir() => return Err(open_error(path, "it is a directory", HINT_DIR)),
-            Some(m) if m.len() == 0 => (builder)()
+            Some(m) if m.len() == 0 => options
+                .builder()
                 .create(path)
                 .map_err(|e| database_error(path, e))?,
             Some(_) => {
                 // Look before writing anything: a read-only open changes nothing.
-                match (builder)().open_read_only(path) {
+                match options.builder().open_read_only(path) {
                     Ok(ro) => {
                         let txn = ro.begin_read().map_err(|e| damaged(&e))?;
                         check(&txn)?;
@@ -216,7 +216,8 @@ impl RedbStore {
                     Err(DatabaseError::RepairAborted) => {}
                     Err(e) => return Err(database_error(path, e)),
                 }
-                (builder)()
+                options
+                    .builder()
                     .open(path)
                     .map_err(|e| database_error(path, e))?
             }
@@ -232,7 +233,8 @@ impl RedbStore {
                     .open(path)
                     .map_err(|e| io_error(path, "cannot create it", e))?;
                 sync_parent(path).map_err(|e| io_error(path, "cannot sync its directory", e))?;
-                (builder)()
+                options
+                    .builder()
                     .create(path)
                     .map_err(|e| database_error(path, e))?
             }
