@@ -184,16 +184,8 @@ mod tests {
             detected_at: Some(t),
             path: "/usr/bin:/bin".into(),
             python_cmd: Some("python3".into()),
-            pip_cmd: Some("pip3".into()),
-            node_cmd: Some("node".into()),
-            npm_cmd: Some("npm".into()),
-            has_venv: true,
-            has_apk: true,
             has_apt_get: true,
-            has_dnf: true,
-            has_yum: true,
-            has_zypper: true,
-            is_root: true,
+            ..Capabilities::default()
         };
         env.capabilities_detected = true;
         env

@@ -167,6 +167,27 @@ async fn seed<S: Repository>(store: &S) -> Model {
     model
 }
 
+/// Runs every operation once, cut short by `cancel`, and checks the store
+/// after each: as before or as fully after, and usable. `how` describes
+/// the cancellation in failure messages.
+async fn cancel_each<S: Repository>(
+    store: &S,
+    model: &mut Model,
+    round: &mut usize,
+    how: &str,
+    mut cancel: impl AsyncFnMut(Op<'_>),
+) {
+    let count = operations(store, model, *round).len();
+    for which in 0..count {
+        *round += 1;
+        let mut ops = operations(store, model, *round);
+        let (name, fut, after) = ops.swap_remove(which);
+        drop(ops);
+        cancel(fut).await;
+        *model = settle(&format!("{name} {how}"), store, model, &after).await;
+    }
+}
+
 /// Every operation, dropped after k = 0…8 polls, leaves the store as before
 /// or as fully after, and usable.
 pub async fn cancel_after_polls<S: Repository + 'static, G: Send + 'static>(h: &Harness<S, G>) {
@@ -175,33 +196,29 @@ pub async fn cancel_after_polls<S: Repository + 'static, G: Send + 'static>(h: &
     let mut model = seed(store).await;
     let mut round = 0;
     for k in 0..=8usize {
-        let count = operations(store, &model, round).len();
-        for which in 0..count {
-            round += 1;
-            let mut ops = operations(store, &model, round);
-            let (name, mut fut, after) = ops.swap_remove(which);
-            drop(ops);
-            for poll in 0..k {
-                let done =
-                    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_ready())).await;
-                if done {
-                    break;
+        let how = format!("dropped after {k} polls");
+        cancel_each(
+            store,
+            &mut model,
+            &mut round,
+            &how,
+            async |mut fut: Op<'_>| {
+                for poll in 0..k {
+                    let done =
+                        std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_ready()))
+                            .await;
+                    if done {
+                        break;
+                    }
+                    if poll % 2 == 1 {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
                 }
-                if poll % 2 == 1 {
-                    tokio::time::sleep(Duration::from_micros(200)).await;
-                } else {
-                    tokio::task::yield_now().await;
-                }
-            }
-            drop(fut);
-            model = settle(
-                &format!("{name} dropped after {k} polls"),
-                store,
-                &model,
-                &after,
-            )
-            .await;
-        }
+            },
+        )
+        .await;
     }
 }
 
@@ -213,21 +230,11 @@ pub async fn cancel_by_timeout<S: Repository + 'static, G: Send + 'static>(h: &H
     let mut model = seed(store).await;
     let mut round = 100;
     for deadline in [0u64, 1, 50, 300, 1_000, 5_000] {
-        let count = operations(store, &model, round).len();
-        for which in 0..count {
-            round += 1;
-            let mut ops = operations(store, &model, round);
-            let (name, fut, after) = ops.swap_remove(which);
-            drop(ops);
+        let how = format!("under a {deadline} µs timeout");
+        cancel_each(store, &mut model, &mut round, &how, async |fut: Op<'_>| {
             let _ = tokio::time::timeout(Duration::from_micros(deadline), fut).await;
-            model = settle(
-                &format!("{name} under a {deadline} µs timeout"),
-                store,
-                &model,
-                &after,
-            )
-            .await;
-        }
+        })
+        .await;
     }
 }
 
