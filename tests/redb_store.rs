@@ -81,9 +81,18 @@ fn child_entry() {
             let n = store.count().await.unwrap_or_else(|e| panic!("{e}"));
             let _ = writeln!(out, "count {n}");
             let _ = out.flush();
-            // Wait for the parent to commit more, then read again.
-            std::thread::sleep(Duration::from_millis(400));
-            let all = store.find_all().await.unwrap_or_else(|e| panic!("{e}"));
+            // Follow the parent's commits: read until more land (10 s at most).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut all = store.find_all().await.unwrap_or_else(|e| panic!("{e}"));
+            while all.len() == n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                all = store.find_all().await.unwrap_or_else(|e| panic!("{e}"));
+            }
+            // The parent commits its three saves one by one: wait for the last.
+            while all.len() < n + 3 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                all = store.find_all().await.unwrap_or_else(|e| panic!("{e}"));
+            }
             let _ = writeln!(out, "count {}", all.len());
         }),
         // Save 8 KiB environments until the file-size limit set by the

@@ -143,7 +143,7 @@ impl Repository for Broken {
             }
             Defect::CacheUpdatedLate => {
                 self.map().insert(env.id.clone(), env.clone());
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::time::sleep(Duration::from_millis(3)).await;
                 lock(&self.cache).insert(env.id.clone(), env);
             }
             _ => {
@@ -182,7 +182,7 @@ impl Repository for Broken {
     async fn delete(&self, id: &str) -> Result<()> {
         let removed = self.map().remove(id);
         if self.defect == Defect::CacheUpdatedLate && removed.is_some() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(Duration::from_millis(3)).await;
             lock(&self.cache).remove(id);
         }
         match removed {
