@@ -98,6 +98,12 @@ fn read_commands() {
 
     let bad_status = cli(&path, &["list", "--status", "sleeping"]);
     assert_eq!(bad_status.status.code(), Some(2), "usage errors exit 2");
+    let empty_store = cli(Path::new(""), &["count"]);
+    assert_eq!(
+        empty_store.status.code(),
+        Some(2),
+        "an empty --store is a usage error"
+    );
 }
 
 #[test]

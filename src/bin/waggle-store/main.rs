@@ -31,7 +31,12 @@ const EXIT_DAMAGED: u8 = 3;
 #[command(name = "waggle-store", version, propagate_version = true)]
 struct Cli {
     /// The store: a redb file path, or `memory`. Overrides the environment.
-    #[arg(long, global = true, value_name = "PATH|memory")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH|memory",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
     store: Option<String>,
     #[command(subcommand)]
     command: Command,
