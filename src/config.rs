@@ -12,6 +12,7 @@
 //! With neither path variable set, the file is `waggle/waggle.db` in the
 //! platform's config directory (`$XDG_CONFIG_HOME` or `~/.config` on Linux).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -39,16 +40,19 @@ impl StoreConfig {
     /// Reads the configuration from the process environment (see the
     /// [module docs](self)).
     pub fn from_env() -> Result<Self> {
-        Self::from_lookup(|key| std::env::var_os(key).map(|v| v.to_string_lossy().into_owned()))
+        Self::from_lookup(|key| std::env::var_os(key))
     }
 
     /// Like [`from_env`](Self::from_env), reading variables through `lookup`
     /// (for tests and embedding).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    /// Paths are taken as the operating system gives them (not necessarily
+    /// UTF-8).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Self> {
         let non_empty = |key: &str| lookup(key).filter(|v| !v.is_empty());
-        match non_empty("WAGGLE_STORE").as_deref() {
-            None | Some("redb") => {}
-            Some("memory") => return Ok(StoreConfig::Memory),
+        match non_empty("WAGGLE_STORE") {
+            None => {}
+            Some(kind) if kind == "redb" => {}
+            Some(kind) if kind == "memory" => return Ok(StoreConfig::Memory),
             Some(other) => {
                 return Err(Error::Config(format!(
                     "WAGGLE_STORE={other:?} is not a store kind; use redb or memory"
@@ -103,7 +107,7 @@ mod tests {
         StoreConfig::from_lookup(|key| {
             vars.iter()
                 .find(|(k, _)| *k == key)
-                .map(|(_, v)| (*v).to_owned())
+                .map(|(_, v)| OsString::from(v))
         })
     }
 
@@ -132,6 +136,19 @@ mod tests {
         );
         let err = config(&[("WAGGLE_STORE", "postgres")]).unwrap_err();
         assert!(err.to_string().contains("use redb or memory"), "{err}");
+    }
+
+    #[test]
+    fn non_utf8_paths_are_kept_byte_for_byte() {
+        use std::os::unix::ffi::OsStringExt;
+        let raw = OsString::from_vec(b"/tmp/\xffstore.db".to_vec());
+        let config = StoreConfig::from_lookup(|k| (k == "WAGGLE_STORE_PATH").then(|| raw.clone()));
+        assert_eq!(
+            config.ok(),
+            Some(StoreConfig::Redb {
+                path: PathBuf::from(raw)
+            })
+        );
     }
 
     #[test]
