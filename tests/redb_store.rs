@@ -491,6 +491,24 @@ fn a_directory_is_refused() {
 }
 
 #[test]
+fn a_fifo_or_device_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let fifo = dir.path().join("fifo.db");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(made, "mkfifo failed");
+    for path in [fifo.as_path(), Path::new("/dev/null")] {
+        let err = RedbStore::open(path).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let err = RedbStore::open_read_only(path).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+}
+
+#[test]
 fn a_zero_length_file_becomes_a_new_store() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("empty.db");

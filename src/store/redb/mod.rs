@@ -199,6 +199,7 @@ impl RedbStore {
         };
         let db = match meta {
             Some(m) if m.is_dir() => return Err(open_error(path, "it is a directory", HINT_DIR)),
+            Some(m) if !m.is_file() => return Err(not_regular(path)),
             Some(m) if m.len() == 0 => options
                 .builder()
                 .create(path)
@@ -281,8 +282,10 @@ impl RedbStore {
     /// exist or was left by a crash and not yet recovered by a writer.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        if path.is_dir() {
-            return Err(open_error(path, "it is a directory", HINT_DIR));
+        match fs::metadata(path) {
+            Ok(m) if m.is_dir() => return Err(open_error(path, "it is a directory", HINT_DIR)),
+            Ok(m) if !m.is_file() => return Err(not_regular(path)),
+            _ => {}
         }
         let ro = RedbOptions::default().builder().open_read_only(path).map_err(|e| match e {
             DatabaseError::Storage(StorageError::Io(io))
@@ -397,6 +400,15 @@ impl RedbStore {
         tx.send(Request { op, reply }).map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
+}
+
+/// A FIFO, socket or device: reading it could block forever or mean nothing.
+fn not_regular(path: &Path) -> Error {
+    open_error(
+        path,
+        "it is not a regular file (a FIFO, socket or device)",
+        HINT_DIR,
+    )
 }
 
 impl Drop for RedbStore {
