@@ -85,6 +85,16 @@ impl StoreConfig {
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
         })
     }
+
+    /// Opens the configured store for reading only, beside a process that
+    /// may be writing it (see [`RedbStore::open_read_only`]). A memory
+    /// store is simply new and empty.
+    pub fn open_read_only(&self) -> Result<Arc<dyn Repository>> {
+        Ok(match self {
+            StoreConfig::Redb { path } => Arc::new(RedbStore::open_read_only(path)?),
+            StoreConfig::Memory => Arc::new(MemoryStore::new()),
+        })
+    }
 }
 
 /// `waggle/waggle.db` in the platform config directory.

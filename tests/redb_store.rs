@@ -553,6 +553,13 @@ fn damaged_stores_never_panic() {
         tried += 1;
         let outcome = std::panic::catch_unwind(|| {
             rt.block_on(async {
+                // Read-only first (it changes nothing): a refusal names the path too.
+                if let Err(e) = RedbStore::open_read_only(&path) {
+                    assert!(
+                        e.to_string().contains(&*path.to_string_lossy()),
+                        "case {case:?}, read-only: {e}"
+                    );
+                }
                 match RedbStore::open(&path) {
                     Err(e) => {
                         assert!(

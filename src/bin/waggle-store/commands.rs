@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use waggle_store::chrono;
-use waggle_store::{Environment, MemoryStore, RedbStore, Repository, StoreConfig, record};
+use waggle_store::{Environment, RedbStore, StoreConfig, record};
 
 use crate::{Cli, Command, EXIT_DAMAGED};
 
@@ -30,7 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime,
             json,
         } => {
-            let all = open_read(&config)?.find_all().await?;
+            let all = config.open_read_only()?.find_all().await?;
             let rows: Vec<Environment> = all
                 .into_iter()
                 .filter(|e| status.is_none_or(|s| e.status() == s))
@@ -43,10 +43,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Show { id } => {
-            let env = open_read(&config)?.find_by_id(&id).await?;
+            let env = config.open_read_only()?.find_by_id(&id).await?;
             println!("{}", serde_json::to_string_pretty(&env)?);
         }
-        Command::Count => println!("{}", open_read(&config)?.count().await?),
+        Command::Count => println!("{}", config.open_read_only()?.count().await?),
         Command::Export { out } => export(&config, out.as_deref()).await?,
         Command::Import { file, dry_run } => import(&config, &file, dry_run).await?,
         Command::Check => return check(&config).await,
@@ -68,14 +68,6 @@ fn redb_path<'a>(config: &'a StoreConfig, what: &str) -> anyhow::Result<&'a Path
         StoreConfig::Redb { path } => Ok(path),
         StoreConfig::Memory => bail!("{what} works on a redb store file, not on `memory`"),
     }
-}
-
-/// Opens the store for reading only, beside a server that may be writing.
-fn open_read(config: &StoreConfig) -> anyhow::Result<Arc<dyn Repository>> {
-    Ok(match config {
-        StoreConfig::Redb { path } => Arc::new(RedbStore::open_read_only(path)?),
-        StoreConfig::Memory => Arc::new(MemoryStore::new()),
-    })
 }
 
 /// A progress bar on a terminal; hidden when standard error is piped.
@@ -147,7 +139,7 @@ pub fn print_table(rows: &[Environment], now: DateTime<Utc>) {
 }
 
 async fn export(config: &StoreConfig, out: Option<&Path>) -> anyhow::Result<()> {
-    let all = open_read(config)?.find_all().await?;
+    let all = config.open_read_only()?.find_all().await?;
     let bar = progress(all.len(), "export");
     let buffer = record::encode_lines(all.iter().inspect(|_| bar.inc(1)))?;
     bar.finish_and_clear();
@@ -185,10 +177,7 @@ async fn import(config: &StoreConfig, file: &Path, dry_run: bool) -> anyhow::Res
         );
         return Ok(());
     }
-    let store: Arc<dyn Repository> = match config {
-        StoreConfig::Redb { path } => Arc::new(RedbStore::open(path)?),
-        StoreConfig::Memory => Arc::new(MemoryStore::new()),
-    };
+    let store = config.open()?;
     let bar = progress(envs.len(), "import");
     // Many saves in flight at once so the redb writer group-commits them.
     let mut tasks = tokio::task::JoinSet::new();

@@ -86,7 +86,7 @@ impl Cache {
 
     /// After a commit (writer thread only): puts in the values `ops` saved
     /// (the ones that were applied) and ends the commit.
-    pub(super) fn end_commit<'a>(&self, ops: impl Iterator<Item = &'a Op>) {
+    pub(super) fn end_commit(&self, ops: impl Iterator<Item = Op>) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         inner.generation += 1;
         if self.capacity == 0 {
@@ -96,11 +96,11 @@ impl Cache {
             match op {
                 Op::Save { env, .. } => {
                     if inner.entries.len() < self.capacity {
-                        inner.entries.insert(env.id.clone(), (**env).clone());
+                        inner.entries.insert(env.id.clone(), *env);
                     }
                 }
                 Op::Delete { id } => {
-                    inner.entries.remove(id);
+                    inner.entries.remove(&id);
                 }
             }
         }

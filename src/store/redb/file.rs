@@ -90,7 +90,25 @@ pub(super) enum Layout {
     Empty,
 }
 
-pub(super) fn inspect(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
+/// A file whose layout cannot be read: damage, named with its path.
+pub(super) fn damaged(path: &Path, e: &dyn std::fmt::Display) -> Error {
+    open_error(path, format!("it cannot be read ({e})"), HINT_CORRUPT)
+}
+
+/// Reads the layout of a file being opened. Every failure is an
+/// [`Error::Open`] naming the path: a storage error here means damage.
+pub(super) fn inspect_opening(
+    path: &Path,
+    txn: Result<ReadTransaction, redb::TransactionError>,
+) -> Result<Layout> {
+    let txn = txn.map_err(|e| damaged(path, &e))?;
+    inspect(path, &txn).map_err(|e| match e {
+        Error::Storage { .. } => damaged(path, &e),
+        e => e,
+    })
+}
+
+fn inspect(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
     let tables: Vec<String> = txn
         .list_tables()
         .map_err(storage("listing tables"))?

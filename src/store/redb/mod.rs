@@ -55,8 +55,8 @@ use tokio::sync::oneshot;
 
 use self::cache::Cache;
 use self::file::{
-    HINT_CORRUPT, HINT_DIR, HINT_FOREIGN, HINT_IO, Layout, RECORDS, create_dirs, database_error,
-    initialise, inspect, io_error, open_error, storage, sync_parent,
+    HINT_DIR, HINT_FOREIGN, HINT_IO, Layout, RECORDS, create_dirs, damaged, database_error,
+    initialise, inspect_opening, io_error, open_error, storage, sync_parent,
 };
 use self::writer::{Counters, Op, Request, write_loop};
 use crate::domain::Environment;
@@ -188,15 +188,6 @@ impl RedbStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_error(path, "cannot read its metadata", e)),
         };
-        let damaged = |e: &dyn std::fmt::Display| {
-            open_error(path, format!("it cannot be read ({e})"), HINT_CORRUPT)
-        };
-        let check = |txn: &ReadTransaction| {
-            inspect(path, txn).map_err(|e| match e {
-                Error::Storage { .. } => damaged(&e),
-                e => e,
-            })
-        };
         let db = match meta {
             Some(m) if m.is_dir() => return Err(open_error(path, "it is a directory", HINT_DIR)),
             Some(m) if !m.is_file() => return Err(not_regular(path)),
@@ -208,9 +199,7 @@ impl RedbStore {
                 // Look before writing anything: a read-only open changes nothing.
                 match options.builder().open_read_only(path) {
                     Ok(ro) => {
-                        let txn = ro.begin_read().map_err(|e| damaged(&e))?;
-                        check(&txn)?;
-                        drop(txn);
+                        inspect_opening(path, ro.begin_read())?;
                         ro.close().map_err(|e| database_error(path, e))?;
                     }
                     // Left by a crash: redb must repair it, which needs a writable open.
@@ -240,12 +229,8 @@ impl RedbStore {
                     .map_err(|e| database_error(path, e))?
             }
         };
-        let layout = {
-            let txn = db.begin_read().map_err(|e| damaged(&e))?;
-            check(&txn)?
-        };
-        if let Layout::Empty = layout {
-            initialise(&db).map_err(|e| damaged(&e))?;
+        if let Layout::Empty = inspect_opening(path, db.begin_read())? {
+            initialise(&db).map_err(|e| damaged(path, &e))?;
         }
         let db = Arc::new(Handle::Write(db));
         let counters = Arc::<Counters>::default();
@@ -300,15 +285,12 @@ impl RedbStore {
             ),
             e => database_error(path, e),
         })?;
-        {
-            let txn = ro.begin_read().map_err(storage("beginning a read"))?;
-            if let Layout::Empty = inspect(path, &txn)? {
-                return Err(open_error(
-                    path,
-                    "it is an empty redb database, not a waggle store",
-                    HINT_FOREIGN,
-                ));
-            }
+        if let Layout::Empty = inspect_opening(path, ro.begin_read())? {
+            return Err(open_error(
+                path,
+                "it is an empty redb database, not a waggle store",
+                HINT_FOREIGN,
+            ));
         }
         Ok(Self {
             path: path.to_owned(),

@@ -82,19 +82,20 @@ pub(super) fn write_loop(
         if saves + deletes > 0 {
             counters.commits.fetch_add(1, Ordering::Relaxed);
         }
-        // Committed: make the cache agree before anyone hears back.
-        cache.end_commit(
-            batch
-                .iter()
-                .zip(&results)
-                .filter(|(_, r)| r.is_ok())
-                .map(|(req, _)| &req.op),
-        );
         counters.saves.fetch_add(saves, Ordering::Relaxed);
         counters.deletes.fetch_add(deletes, Ordering::Relaxed);
         tracing::trace!(ops = batch.len(), "committed a batch");
-        for (request, result) in batch.into_iter().zip(results) {
-            let _ = request.reply.send(result); // the caller may have gone since
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
+        // Committed: make the cache agree before anyone hears back. The
+        // saved values move into it; they are not needed after.
+        cache.end_commit(
+            ops.into_iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(op, _)| op),
+        );
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result); // the caller may have gone since
         }
     }
 }
