@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use waggle_store::store::redb::RedbOptions;
 use waggle_store::{Environment, Error, RedbStore, Repository, Runtime, Status};
 
 const CHILD: &str = "WAGGLE_TEST_CHILD";
@@ -154,6 +155,7 @@ fn survives_kill_9_loop() {
     let mut deleted = std::collections::BTreeSet::new();
     let mut deleting = std::collections::BTreeSet::new();
     let rt = rt();
+    let mut journals = 0;
     for k in 0..kills {
         let mut proc = child("writer", &path)
             .spawn()
@@ -178,6 +180,10 @@ fn survives_kill_9_loop() {
                 // In flight when killed: may or may not have landed.
                 deleting.insert(id.to_owned());
             }
+        }
+        // Killed, the writer left its journal for the reopen to replay.
+        if std::fs::metadata(wal_of(&path)).is_ok_and(|m| m.len() > 32) {
+            journals += 1;
         }
         // Reopen after every kill: recovery must succeed and lose nothing acknowledged.
         rt.block_on(async {
@@ -215,9 +221,10 @@ fn survives_kill_9_loop() {
         acked.len()
     );
     println!(
-        "kill -9: kills survived: {kills}, acknowledged saves: {}, acknowledged deletes: {lost_deletes}, records lost: 0",
+        "kill -9: kills survived: {kills}, journals replayed: {journals}, acknowledged saves: {}, acknowledged deletes: {lost_deletes}, records lost: 0",
         acked.len()
     );
+    assert!(journals > 0, "no kill left a journal to replay");
 }
 
 #[test]
@@ -348,6 +355,7 @@ fn creates_private_files_and_directories() {
             .unwrap_or(0)
     };
     assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&wal_of(&path)), 0o600);
     assert_eq!(mode(&dir.path().join("a/b")), 0o700);
     assert_eq!(mode(&dir.path().join("a")), 0o700);
     // A second handle in the same process is refused too, naming the path.
@@ -355,6 +363,169 @@ fn creates_private_files_and_directories() {
     assert!(again.to_string().contains("locked"), "{again}");
     drop(store);
     RedbStore::open(&path).unwrap_or_else(|e| panic!("reopen after drop: {e}"));
+}
+
+/// The first journal file beside the store at `path` (the one an open
+/// store appends to first).
+fn wal_of(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal0");
+    PathBuf::from(p)
+}
+
+/// The length of the stored name of `id` (the names tell the saves apart).
+async fn name_len(store: &RedbStore, id: &str) -> Option<usize> {
+    store.find_by_id(id).await.ok().map(|e| e.name.len())
+}
+
+/// Writes go to the journal and move into the redb file at checkpoints and
+/// on close; values and the count agree throughout, and a cleanly closed
+/// store is one file again.
+#[test]
+fn checkpoints_move_the_journal_into_the_file() {
+    checkpoints_with(RedbOptions::default());
+}
+
+/// The same without the cache: whether an id exists (for `delete` and the
+/// count) then comes from the redb file, across checkpoints.
+#[test]
+fn checkpoints_move_the_journal_into_the_file_uncached() {
+    checkpoints_with(RedbOptions {
+        cache_entries: 0,
+        ..RedbOptions::default()
+    });
+}
+
+fn checkpoints_with(options: RedbOptions) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    let wal = wal_of(&path);
+    let big = |i: usize| {
+        let mut e = env(&format!("big-{i:04}"));
+        e.name = "n".repeat(64 * 1024 + i);
+        e
+    };
+    let expected = 1700 - 170;
+    rt().block_on(async {
+        let store = RedbStore::open_with(&path, options).unwrap_or_else(|e| panic!("{e}"));
+        assert!(wal.exists(), "an open store journals beside its file");
+        // 64 KiB names: 1,700 saves are some 110 MiB of journal, three
+        // checkpoints' worth: each journal file is used, then reused.
+        for i in 0..1700 {
+            store.save(&big(i)).await.unwrap_or_else(|e| panic!("{e}"));
+            if i % 10 == 9 {
+                let gone = format!("big-{:04}", i - 5);
+                store.delete(&gone).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        // Checkpoints run beside the writes; wait for the third.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.stats().checkpoints < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stats = store.stats();
+        assert!(stats.checkpoints >= 3, "{stats:?}");
+        assert_eq!(store.count().await.ok(), Some(expected));
+        // Rewrites of checkpointed ids are not new; a deleted one is, once.
+        for i in (0..1700).step_by(17).filter(|i| i % 10 != 4) {
+            store.save(&big(i)).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(store.count().await.ok(), Some(expected));
+        store.save(&big(4)).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.count().await.ok(), Some(expected + 1));
+        store
+            .delete("big-0004")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            store
+                .delete("big-0014")
+                .await
+                .is_err_and(|e| e.is_not_found())
+        );
+        assert_eq!(store.count().await.ok(), Some(expected));
+        let all = store.find_all().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all.len(), expected);
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id), "sorted by id");
+        assert!(
+            store
+                .find_by_id("big-0004")
+                .await
+                .is_err_and(|e| e.is_not_found())
+        );
+        assert_eq!(name_len(&store, "big-1699").await, Some(64 * 1024 + 1699));
+        assert_eq!(name_len(&store, "big-0001").await, Some(64 * 1024 + 1));
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+    });
+    assert!(!wal.exists(), "a clean close leaves one file");
+    rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.count().await.ok(), Some(expected));
+        assert_eq!(name_len(&store, "big-0150").await, Some(64 * 1024 + 150));
+        assert!(
+            store
+                .find_by_id("big-0014")
+                .await
+                .is_err_and(|e| e.is_not_found())
+        );
+    });
+    println!("checkpoints: {expected} records through the journal and back, records lost: 0");
+}
+
+/// A journal that is not this store's is refused, naming it, and neither it
+/// nor the store file is changed: replaying it could write another store's
+/// data, and dropping it could lose this one's.
+#[test]
+fn a_journal_that_does_not_belong_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let foreign_journal = rt().block_on(async {
+        let sa = RedbStore::open(&a).unwrap_or_else(|e| panic!("{e}"));
+        let sb = RedbStore::open(&b).unwrap_or_else(|e| panic!("{e}"));
+        sa.save(&env("a1")).await.unwrap_or_else(|e| panic!("{e}"));
+        sb.save(&env("b1")).await.unwrap_or_else(|e| panic!("{e}"));
+        // a's live journal, holding a1.
+        let bytes = std::fs::read(wal_of(&a)).unwrap_or_else(|e| panic!("{e}"));
+        sa.close().unwrap_or_else(|e| panic!("{e}"));
+        sb.close().unwrap_or_else(|e| panic!("{e}"));
+        bytes
+    });
+    let mut garbage = b"NOT A JOURNAL".to_vec();
+    garbage.resize(4096, b'?');
+    let wal = wal_of(&b);
+    for (case, bytes, says) in [
+        (
+            "another store's journal",
+            foreign_journal,
+            "another store file",
+        ),
+        ("not a journal", garbage, "not a waggle-store journal"),
+    ] {
+        write(&wal, &bytes);
+        let db_before = std::fs::read(&b).unwrap_or_default();
+        let err = RedbStore::open(&b).expect_err(case);
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::Open { .. })
+                && text.contains(&*wal.to_string_lossy())
+                && text.contains(says),
+            "{case}: {text}"
+        );
+        assert_eq!(std::fs::read(&b).unwrap_or_default(), db_before, "{case}");
+        assert_eq!(std::fs::read(&wal).unwrap_or_default(), bytes, "{case}");
+    }
+    std::fs::remove_file(&wal).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir(&wal).unwrap_or_else(|e| panic!("{e}"));
+    let err = RedbStore::open(&b).expect_err("a directory as journal");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    std::fs::remove_dir(&wal).unwrap_or_else(|e| panic!("{e}"));
+    // Moved aside, the store opens with what it had.
+    rt().block_on(async {
+        let store = RedbStore::open(&b).unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.find_by_id("b1").await.is_ok());
+        assert!(store.find_by_id("a1").await.is_err());
+    });
+    println!("journals that do not belong: 3 kinds refused, 0 modified");
 }
 
 fn write(path: &Path, bytes: &[u8]) {

@@ -6,16 +6,19 @@
 //!
 //! # Coherence
 //!
-//! Only the writer thread changes stored data in this process, and an entry
-//! always equals the latest committed value of its id:
+//! The cache holds values of the redb file only; [pending](super::pending)
+//! writes shadow it, and readers look there first. Only checkpoints change
+//! the redb file, one at a time, and an entry always equals the value its
+//! id has in the latest checkpoint:
 //!
-//! 1. Before a commit, the writer removes every id the batch touches and
+//! 1. Before a checkpoint, the checkpointer removes every id it touches and
 //!    makes `generation` odd ([`Cache::begin_commit`]). While the commit is
 //!    in flight, reads of those ids miss and go to MVCC snapshots, which are
 //!    ordered by commit — so no cached value can be older than a value some
 //!    reader has already seen from a snapshot.
-//! 2. After the commit, and before answering the callers, it puts the new
-//!    values in and makes `generation` even again ([`Cache::end_commit`]).
+//! 2. After the commit, and before the pending writes are dropped, it puts
+//!    the new values in and makes `generation` even again
+//!    ([`Cache::end_commit`]).
 //! 3. A reader that misses notes the generation, reads its snapshot, and
 //!    fills the cache only if the generation was even and has not moved:
 //!    no commit began between its look and its fill, so what it read is
@@ -27,10 +30,10 @@
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
-use super::writer::Op;
+use super::pending::Pending;
 use crate::domain::Environment;
 
-/// A bounded map of id → decoded value, kept coherent with the writer.
+/// A bounded map of id → decoded value, kept coherent with checkpoints.
 #[derive(Debug)]
 pub(super) struct Cache {
     inner: RwLock<Inner>,
@@ -70,37 +73,48 @@ impl Cache {
         }
     }
 
-    /// Before a commit (writer thread only): forgets every id `ops` touch
-    /// and marks a commit in flight.
-    pub(super) fn begin_commit<'a>(&self, ops: impl Iterator<Item = &'a Op>) {
+    /// Moves at the start and at the end of every checkpoint (odd while
+    /// one is in flight): a snapshot of the redb file taken at a later
+    /// generation has seen every checkpoint whose writes were dropped from
+    /// the pending state before this was read.
+    pub(super) fn generation(&self) -> u64 {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .generation
+    }
+
+    /// Whether `id` has a cached value (it is in the redb file).
+    pub(super) fn contains(&self, id: &str) -> bool {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        inner.entries.contains_key(id)
+    }
+
+    /// Before a checkpoint (one checkpoint at a time): forgets `ids` and marks a
+    /// commit in flight.
+    pub(super) fn begin_commit<'a>(&self, ids: impl Iterator<Item = &'a str>) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         inner.generation += 1;
-        for op in ops {
-            let id = match op {
-                Op::Save { env, .. } => &env.id,
-                Op::Delete { id } => id,
-            };
+        for id in ids {
             inner.entries.remove(id);
         }
     }
 
-    /// After a commit (writer thread only): puts in the values `ops` saved
-    /// (the ones that were applied) and ends the commit.
-    pub(super) fn end_commit(&self, ops: impl Iterator<Item = Op>) {
+    /// After a checkpoint (one checkpoint at a time): puts in the values it
+    /// committed, if it did, and ends the commit.
+    pub(super) fn end_commit(&self, committed: Option<&Pending>) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         inner.generation += 1;
-        if self.capacity == 0 {
+        let Some(committed) = committed else {
             return;
-        }
-        for op in ops {
-            match op {
-                Op::Save { env, .. } => {
-                    if inner.entries.len() < self.capacity {
-                        inner.entries.insert(env.id.clone(), *env);
-                    }
+        };
+        for (id, value) in committed {
+            match value {
+                Some(env) if inner.entries.len() < self.capacity => {
+                    inner.entries.insert(id.clone(), env.clone());
                 }
-                Op::Delete { id } => {
-                    inner.entries.remove(&id);
+                _ => {
+                    inner.entries.remove(id);
                 }
             }
         }

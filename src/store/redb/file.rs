@@ -9,7 +9,10 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
-use redb::{Database, DatabaseError, ReadTransaction, StorageError, TableDefinition, TableHandle};
+use redb::{
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, StorageError, TableDefinition,
+    TableHandle,
+};
 
 use crate::error::{Error, Result};
 use crate::record;
@@ -21,7 +24,15 @@ pub(super) const META: TableDefinition<&str, &str> = TableDefinition::new("waggl
 /// The value of the `format` metadata key in every waggle store.
 pub const FORMAT_NAME: &str = "waggle-store";
 /// The table layout version this build writes and the newest it opens.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the journal (`journal_id`, `journal_next`): a build that
+/// reads only version 1 would ignore a journal's writes, so it must refuse.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Metadata key: the id in the journal's header, so a journal is never
+/// replayed into another store.
+pub(super) const JOURNAL_ID: &str = "journal_id";
+/// Metadata key: the first journal sequence number the file does not hold.
+pub(super) const JOURNAL_NEXT: &str = "journal_next";
 
 pub(super) const HINT_DIR: &str = "point the store path at a file, for example DIR/waggle.db";
 pub(super) const HINT_LOCKED: &str = "another process or handle has it open for writing: stop it (a running Waggle server?), or use the read-only commands";
@@ -219,4 +230,68 @@ pub(super) fn initialise(db: &Database) -> Result<()> {
             .map_err(storage("initialising the store"))?;
     }
     txn.commit().map_err(storage("initialising the store"))
+}
+
+/// The journal id and `journal_next` of a store, if it has a journal
+/// (a version 1 file has none until a writer opens it).
+pub(super) fn journal_meta(txn: &ReadTransaction) -> Result<Option<(u64, u64)>> {
+    let meta = txn.open_table(META).map_err(storage("opening metadata"))?;
+    let get = |key: &str| -> Result<Option<u64>> {
+        match meta.get(key).map_err(storage("reading metadata"))? {
+            None => Ok(None),
+            Some(v) => v
+                .value()
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| Error::Corrupt {
+                    id: format!("(metadata {key})"),
+                    reason: format!("{:?} is not a number", v.value()),
+                }),
+        }
+    };
+    match (get(JOURNAL_ID)?, get(JOURNAL_NEXT)?) {
+        (Some(id), Some(next)) => Ok(Some((id, next))),
+        _ => Ok(None),
+    }
+}
+
+/// Gives a store that has no journal metadata yet (new, or version 1) its
+/// journal id, and returns `(id, journal_next)`.
+pub(super) fn ensure_journal_meta(db: &Database) -> Result<(u64, u64)> {
+    let txn = db.begin_read().map_err(storage("beginning a read"))?;
+    if let Some(found) = journal_meta(&txn)? {
+        return Ok(found);
+    }
+    drop(txn);
+    let id = new_journal_id();
+    let txn = db.begin_write().map_err(storage("upgrading the store"))?;
+    {
+        let mut meta = txn
+            .open_table(META)
+            .map_err(storage("upgrading the store"))?;
+        let (id_text, version) = (id.to_string(), FORMAT_VERSION.to_string());
+        for (k, v) in [
+            (JOURNAL_ID, id_text.as_str()),
+            (JOURNAL_NEXT, "1"),
+            ("format_version", version.as_str()),
+        ] {
+            meta.insert(k, v).map_err(storage("upgrading the store"))?;
+        }
+    }
+    txn.commit().map_err(storage("upgrading the store"))?;
+    Ok((id, 1))
+}
+
+/// A journal id unlikely to repeat: std's randomly keyed hasher over the
+/// time and the process id.
+fn new_journal_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableTable};
 
 use super::file::{database_error, io_error, storage};
-use super::{Handle, RedbStore, decode, open_records};
+use super::{Handle, RedbStore, decode, open_records, read_only_view};
 use crate::error::{Error, Result};
 
 /// What [`RedbStore::check`] found.
@@ -54,6 +54,13 @@ impl RedbStore {
             }
             Err(e) => return Err(e),
         };
+        // Beside a live writer, the journaled writes are checked too; a
+        // writable open has already taken them into the file.
+        if let Handle::Read(_) = handle
+            && let Err(e) = read_only_view(&handle, path)
+        {
+            report.corrupt.push(("(journal)".to_owned(), e.to_string()));
+        }
         let txn = handle.begin_read().map_err(storage("beginning a read"))?;
         let table = open_records(&txn)?;
         for entry in table.iter().map_err(storage("reading"))? {

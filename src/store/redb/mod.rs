@@ -1,40 +1,62 @@
 // SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
 // SPDX-License-Identifier: Apache-2.0
 
-//! `RedbStore`: the persistent default. One redb file of JSON records,
-//! durable on every acknowledged write, group-committed under concurrency.
+//! `RedbStore`: the persistent default. One redb file of JSON records
+//! (plus a write-ahead journal beside it while open), durable on every
+//! acknowledged write, group-committed under concurrency.
 //!
 //! # How it works
 //!
 //! * **Layout** ([`file`](self)). Table `waggle_environments` maps id → JSON
 //!   [record](crate::record::encode); table `waggle_meta` holds
-//!   `format = "waggle-store"`, `format_version` and `schema_version`. A
-//!   file whose metadata is newer than this build, or a redb file holding
-//!   other tables and not ours, is refused before anything is written to it.
-//! * **Writes** go to one writer thread. It takes every request waiting in
-//!   its queue, applies them in order in one write transaction and commits
-//!   once (fsync), then answers each caller. While it commits, new requests
-//!   queue up and become the next batch: throughput grows with concurrency,
-//!   with no timer. A request whose caller has gone away (its future was
-//!   dropped) before the writer takes it is skipped; once taken it is
-//!   applied — the *commit point*.
-//! * **Reads** of an id in the decoded-record cache are answered from
-//!   memory. Others run on Tokio's blocking pool in their own MVCC read
-//!   transaction: they see the last committed state and never wait for the
-//!   writer. `count` reads the entry count redb keeps in the B-tree root,
-//!   so it is O(1).
+//!   `format = "waggle-store"`, `format_version`, `schema_version` and the
+//!   journal's id and position. A file whose metadata is newer than this
+//!   build, or a redb file holding other tables and not ours, is refused
+//!   before anything is written to it.
+//! * **Writes** are group-committed by whoever *leads*
+//!   ([`writer`](self)): a write queues its request, and if no one else is
+//!   writing, its caller takes every request waiting and appends them, in
+//!   order, to the [journal](self#the-journal) with one `pwrite` and one
+//!   `fdatasync`, then shows them to readers and answers each caller. While
+//!   it syncs, new requests queue up and become the next batch: throughput
+//!   grows with concurrency, with no timer and no thread hand-off for a
+//!   lone write. A request whose caller has gone away (its future was
+//!   dropped) before a leader takes it is skipped; once taken it is applied
+//!   — the *commit point*.
+//! * **Reads** see the journaled writes first (kept in memory), then the
+//!   decoded-record cache, then the redb file, read on Tokio's blocking
+//!   pool in an MVCC snapshot that never waits for a write. `count` is
+//!   kept by the write path, so it is O(1).
 //! * **Processes.** By default the file is opened in redb's single-writer
 //!   mode: one process writes, any number may
 //!   [open it read-only](RedbStore::open_read_only) at the same time and see
-//!   each commit as it lands. [`RedbOptions::live_readers`] turns that off
-//!   for a cheaper commit (one fsync instead of two).
+//!   each write as soon as it is acknowledged (they read the journal too).
+//!   [`RedbOptions::live_readers`] turns that off and locks the file.
+//!
+//! # The journal
+//!
+//! A redb commit is copy-on-write: it writes every page from the changed
+//! leaf to the root, and syncs twice in the single-writer mode. One
+//! sequential append and one sync is what a durable write needs, so writes
+//! go first to the journal, `<path>-wal0` and `<path>-wal1`
+//! ([format](journal)), preallocated so that an append does not change a
+//! file's size. When the file in use holds 32 MiB, or 8,192 ids are
+//! pending, the leader switches to the other file and a checkpointer thread
+//! moves the pending writes into the redb file in one durable commit that
+//! also records how far the journal has been taken in; writers never wait
+//! for it. Opening replays what the redb file does not hold yet; a clean
+//! close checkpoints and removes the journal, so a closed store is one
+//! file. Never delete or copy the `-wal` files by hand while a store is
+//! open or after a crash: they hold acknowledged writes.
 //!
 //! A `RedbStore` must be used from within a Tokio runtime (multi-thread or
 //! current-thread); its reads use `spawn_blocking`.
 
 mod cache;
 mod file;
+mod journal;
 mod maintenance;
+mod pending;
 mod writer;
 
 use std::fs::{self, OpenOptions};
@@ -43,22 +65,25 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redb::{
     ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, StorageError,
+    ReadableTableMetadata, StorageError,
 };
 use tokio::sync::oneshot;
 
-use self::cache::Cache;
 use self::file::{
-    HINT_DIR, HINT_FOREIGN, HINT_IO, Layout, RECORDS, create_dirs, damaged, database_error,
-    initialise, inspect_opening, io_error, open_error, storage, sync_parent,
+    HINT_CORRUPT, HINT_DIR, HINT_FOREIGN, HINT_IO, HINT_NEWER, Layout, RECORDS, create_dirs,
+    damaged, database_error, ensure_journal_meta, initialise, inspect_opening, io_error,
+    journal_meta, open_error, storage, sync_parent,
 };
-use self::writer::{Counters, Op, Request, write_loop};
+use self::journal::{Journal, JournalError, Scan};
+use self::pending::Overlay;
+use self::writer::{
+    Checkpointer, Lane, Op, Request, Shared, Writer, checkpoint_loop, commit_pending,
+};
 use crate::domain::Environment;
 use crate::error::{Error, Result};
 use crate::record::{self, RecordError};
@@ -71,9 +96,8 @@ pub use self::maintenance::CheckReport;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedbOptions {
     /// Let other processes open the file read-only while this one writes
-    /// (redb's single-writer mode; each commit then takes two fsyncs).
-    /// When `false`, the file is locked exclusively and a commit takes one.
-    /// Default `true`.
+    /// (redb's single-writer mode; each checkpoint then takes two fsyncs).
+    /// When `false`, the file is locked exclusively. Default `true`.
     pub live_readers: bool,
     /// How many decoded records to keep in memory for `find_by_id`
     /// (about half a kilobyte each). `0` disables the cache. Default 100,000.
@@ -110,8 +134,10 @@ pub struct Stats {
     pub saves: u64,
     /// Deletes applied and committed (misses excluded).
     pub deletes: u64,
-    /// Write transactions committed.
+    /// Durable journal appends (one `fdatasync` each).
     pub commits: u64,
+    /// Checkpoints of the journal into the redb file.
+    pub checkpoints: u64,
 }
 
 enum Handle {
@@ -149,16 +175,17 @@ pub struct RedbStore {
     path: PathBuf,
     /// `None` once closed.
     db: Option<Arc<Handle>>,
-    writer: Option<(mpsc::Sender<Request>, JoinHandle<()>)>,
-    counters: Arc<Counters>,
-    cache: Arc<Cache>,
+    /// The write path; `None` on a read-only handle and once closed.
+    lane: Option<Arc<Lane>>,
+    /// What the write path shows readers; `None` on a read-only handle.
+    shared: Option<Arc<Shared>>,
 }
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore")
             .field("path", &self.path)
-            .field("read_only", &self.writer.is_none())
+            .field("read_only", &self.lane.is_none())
             .field("stats", &self.stats())
             .finish()
     }
@@ -182,6 +209,10 @@ impl RedbStore {
     /// Like [`open`](Self::open), with explicit [`RedbOptions`].
     pub fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self> {
         let path = path.as_ref();
+        not_panicking(path, || Self::open_inner(path, options))
+    }
+
+    fn open_inner(path: &Path, options: RedbOptions) -> Result<Self> {
         let started = Instant::now();
         let meta = match fs::metadata(path) {
             Ok(meta) => Some(meta),
@@ -200,6 +231,14 @@ impl RedbStore {
                 match options.builder().open_read_only(path) {
                     Ok(ro) => {
                         inspect_opening(path, ro.begin_read())?;
+                        // A journal that cannot be used is refused before
+                        // the writable open touches the file.
+                        let txn = ro.begin_read().map_err(|e| damaged(path, &e))?;
+                        if let Some((id, next)) = journal_meta(&txn)? {
+                            journal::check(path, id, next)
+                                .map_err(|(at, e)| journal_error(&at, e))?;
+                        }
+                        drop(txn);
                         ro.close().map_err(|e| database_error(path, e))?;
                     }
                     // Left by a crash: redb must repair it, which needs a writable open.
@@ -232,30 +271,40 @@ impl RedbStore {
         if let Layout::Empty = inspect_opening(path, db.begin_read())? {
             initialise(&db).map_err(|e| damaged(path, &e))?;
         }
+        let (journal, count) = recover(path, &db)?;
+        let durable_next = journal.next_seq();
         let db = Arc::new(Handle::Write(db));
-        let counters = Arc::<Counters>::default();
-        let cache = Arc::new(Cache::new(options.cache_entries));
-        let (tx, rx) = mpsc::channel();
-        let thread = {
-            let db = Arc::clone(&db);
-            let counters = Arc::clone(&counters);
-            let cache = Arc::clone(&cache);
+        let shared = Arc::new(Shared::new(options.cache_entries, count));
+        let checkpointer = Arc::new(Checkpointer::default());
+        let (jobs, job_rx) = mpsc::channel();
+        let checkpoints = {
+            let (db, shared, checkpointer) = (
+                Arc::clone(&db),
+                Arc::clone(&shared),
+                Arc::clone(&checkpointer),
+            );
             std::thread::Builder::new()
-                .name("waggle-redb-writer".into())
-                .spawn(move || {
-                    if let Handle::Write(db) = &*db {
-                        write_loop(db, &rx, &counters, &cache);
-                    }
-                })
-                .map_err(storage("starting the writer thread"))?
+                .name("waggle-redb-checkpoint".into())
+                .spawn(move || checkpoint_loop(&db, &shared, &checkpointer, &job_rx))
+                .map_err(storage("starting the checkpoint thread"))?
         };
+        let lane = Lane::new(Writer {
+            db: Arc::clone(&db),
+            journal,
+            shared: Arc::clone(&shared),
+            checkpointer,
+            jobs: Some((jobs, checkpoints)),
+            in_flight: None,
+            durable_next,
+            broken: None,
+            lookup: None,
+        });
         tracing::info!(path = %path.display(), elapsed = ?started.elapsed(), "opened redb store");
         Ok(Self {
             path: path.to_owned(),
             db: Some(db),
-            writer: Some((tx, thread)),
-            counters,
-            cache,
+            lane: Some(lane),
+            shared: Some(shared),
         })
     }
 
@@ -267,6 +316,10 @@ impl RedbStore {
     /// exist or was left by a crash and not yet recovered by a writer.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        not_panicking(path, || Self::open_read_only_inner(path))
+    }
+
+    fn open_read_only_inner(path: &Path) -> Result<Self> {
         match fs::metadata(path) {
             Ok(m) if m.is_dir() => return Err(open_error(path, "it is a directory", HINT_DIR)),
             Ok(m) if !m.is_file() => return Err(not_regular(path)),
@@ -295,10 +348,10 @@ impl RedbStore {
         Ok(Self {
             path: path.to_owned(),
             db: Some(Arc::new(Handle::Read(ro))),
-            writer: None,
-            counters: Arc::default(),
-            // Another process writes: a cache here would not see its commits.
-            cache: Arc::new(Cache::new(0)),
+            lane: None,
+            // Another process writes: each read rebuilds its pending writes
+            // from the journal.
+            shared: None,
         })
     }
 
@@ -309,20 +362,27 @@ impl RedbStore {
 
     /// Write-path counters since open.
     pub fn stats(&self) -> Stats {
+        let Some(shared) = &self.shared else {
+            return Stats::default();
+        };
+        let c = &shared.counters;
         Stats {
-            saves: self.counters.saves.load(Ordering::Relaxed),
-            deletes: self.counters.deletes.load(Ordering::Relaxed),
-            commits: self.counters.commits.load(Ordering::Relaxed),
+            saves: c.saves.load(Ordering::Relaxed),
+            deletes: c.deletes.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
         }
     }
 
-    /// Closes the store: waits for the writer to finish what it has taken,
-    /// then closes the file cleanly so the next open needs no recovery.
+    /// Closes the store: waits for the write in progress and answers what is
+    /// queued, then closes the file cleanly so the next open needs no
+    /// recovery.
     /// Dropping the store does the same but cannot report errors.
     ///
-    /// Both block the calling thread until the writer's last commit and the
-    /// close are done (one commit at most; well under a millisecond when
-    /// idle). That is what makes the file free for the next open the
+    /// Both block the calling thread until the last batch, a last
+    /// checkpoint of the journal into the redb file, and the close are done
+    /// (milliseconds when the journal is full; well under one when it is
+    /// empty). That is what makes the file free for the next open the
     /// moment they return. In async code at shutdown that is usually fine;
     /// to keep a worker thread free, run it with
     /// `tokio::task::spawn_blocking(move || store.close())`.
@@ -330,13 +390,11 @@ impl RedbStore {
         self.shutdown()
     }
 
-    /// Lets the writer finish what it has taken, and waits for it.
+    /// Closes the write path: what is queued is answered, everything is
+    /// checkpointed, the journal removed and the checkpointer stopped.
     fn stop_writer(&mut self) {
-        if let Some((tx, thread)) = self.writer.take() {
-            drop(tx);
-            if thread.join().is_err() {
-                tracing::error!(path = %self.path.display(), "the writer thread panicked");
-            }
+        if let Some(lane) = self.lane.take() {
+            lane.close();
         }
     }
 
@@ -358,30 +416,52 @@ impl RedbStore {
         }
     }
 
+    /// Runs `f` on the blocking pool over a redb snapshot and the pending
+    /// writes that go with it.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
+        F: FnOnce(&ReadTransaction, Overlay) -> Result<T> + Send + 'static,
     {
         let db = Arc::clone(self.db.as_ref().ok_or(Error::Closed)?);
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(storage("beginning a read"))?;
-            f(&txn)
+        let shared = self.shared.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || match shared {
+            Some(shared) => {
+                // Under the state lock: a checkpoint commits before it drops
+                // the pending writes, so these two always agree.
+                let (txn, overlay) = {
+                    let state = shared.state();
+                    let txn = db.begin_read().map_err(storage("beginning a read"))?;
+                    (txn, state.overlay())
+                };
+                f(&txn, overlay)
+            }
+            None => {
+                let (txn, overlay) = read_only_view(&db, &path)?;
+                f(&txn, overlay)
+            }
         })
         .await
         .map_err(storage("running a read"))?
     }
 
     async fn write(&self, op: Op) -> Result<()> {
-        let Some((tx, _)) = &self.writer else {
+        let Some(lane) = &self.lane else {
             return Err(Error::ReadOnly {
                 path: self.path.clone(),
             });
         };
         let (reply, answer) = oneshot::channel();
-        tx.send(Request { op, reply }).map_err(|_| Error::Closed)?;
+        lane.submit(Request { op, reply })?;
         answer.await.map_err(|_| Error::Closed)?
     }
+}
+
+/// Runs an open; redb can panic on a damaged file, which is a refusal too.
+fn not_panicking(path: &Path, open: impl FnOnce() -> Result<RedbStore>) -> Result<RedbStore> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(open))
+        .unwrap_or_else(|_| Err(damaged(path, &"the storage engine panicked reading it")))
 }
 
 /// A FIFO, socket or device: reading it could block forever or mean nothing.
@@ -422,6 +502,79 @@ fn decode(id: &str, bytes: &[u8]) -> Result<Environment> {
     Ok(env)
 }
 
+/// Opens the journal beside a redb file just opened for writing, replays
+/// into the file what it does not hold yet, and returns the journal,
+/// started over, with the number of stored environments.
+fn recover(path: &Path, db: &Database) -> Result<(Journal, usize)> {
+    let (id, next) = ensure_journal_meta(db).map_err(|e| damaged(path, &e))?;
+    let (mut journal, entries) =
+        Journal::open(path, id, next).map_err(|(at, e)| journal_error(&at, e))?;
+    let replayed = entries.len();
+    let pending = pending::replay(entries).map_err(|e| {
+        open_error(
+            &journal::paths_of(path)[0],
+            format!("a journaled write cannot be read ({e})"),
+            HINT_CORRUPT,
+        )
+    })?;
+    if replayed > 0 {
+        commit_pending(db, &pending, journal.next_seq()).map_err(|e| damaged(path, &e))?;
+        tracing::info!(path = %path.display(), replayed, "replayed the journal");
+        // Both files are now in the redb file: start over in the other one.
+        journal.switch();
+    }
+    let txn = db.begin_read().map_err(|e| damaged(path, &e))?;
+    let count = open_records(&txn)?.len().map_err(|e| damaged(path, &e))?;
+    Ok((
+        journal,
+        usize::try_from(count).map_err(storage("counting"))?,
+    ))
+}
+
+fn journal_error(path: &Path, e: JournalError) -> Error {
+    let hint = match &e {
+        JournalError::Ahead { .. } => {
+            "the store file was replaced by an older copy: put the newer one back, or move the journal aside to lose its writes"
+        }
+        JournalError::Io(_) => HINT_IO,
+        JournalError::NotAFile => {
+            "move it aside: the journal must be a regular file. The store file was not modified"
+        }
+        JournalError::Foreign => {
+            "it is not a waggle-store journal: move it aside. The file was not modified"
+        }
+        JournalError::Newer(_) => HINT_NEWER,
+        JournalError::OtherStore { .. } => {
+            "the store file was replaced by another store: put the original back, or move the journal aside to lose its writes"
+        }
+    };
+    open_error(path, format!("its journal cannot be used: {e}"), hint)
+}
+
+/// A redb snapshot and the journal's pending writes over it, for a
+/// read-only handle beside a writer in another process.
+fn read_only_view(db: &Handle, store: &Path) -> Result<(ReadTransaction, Overlay)> {
+    // A checkpoint between the snapshot and the journal read moves the
+    // journal past the snapshot: take a newer one.
+    for _ in 0..64 {
+        let txn = db.begin_read().map_err(storage("beginning a read"))?;
+        let Some((id, next)) = journal_meta(&txn)? else {
+            return Ok((txn, Overlay::default()));
+        };
+        match journal::read(store, id, next) {
+            Ok(Scan::Live(entries)) => {
+                return Ok((txn, Overlay::single(pending::replay(entries)?)));
+            }
+            Ok(Scan::Ahead { .. }) => continue,
+            Err(e) => return Err(Error::storage("reading the journal", e)),
+        }
+    }
+    Err(Error::storage(
+        "reading the journal",
+        "the writer checkpointed faster than this read could follow; try again",
+    ))
+}
+
 fn open_records(txn: &ReadTransaction) -> Result<redb::ReadOnlyTable<&'static str, &'static [u8]>> {
     txn.open_table(RECORDS)
         .map_err(storage("opening the table"))
@@ -431,8 +584,11 @@ fn open_records(txn: &ReadTransaction) -> Result<redb::ReadOnlyTable<&'static st
 impl Repository for RedbStore {
     /// # Cancel safety
     ///
-    /// Cancel safe: dropped before the writer takes it, nothing is stored;
-    /// after, it is committed whole.
+    /// Cancel safe: dropped before a leader takes it, nothing is stored;
+    /// after, it is committed whole. On a multi-thread runtime the caller
+    /// may lead the batch itself inside `block_in_place`: other tasks of
+    /// its worker move on, but futures joined with this one in the same
+    /// task wait for the sync (a fraction of a millisecond).
     async fn save(&self, env: &Environment) -> Result<()> {
         env.validate()?;
         let bytes = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
@@ -448,21 +604,24 @@ impl Repository for RedbStore {
     /// Cancel safe: read-only. (A value read from the file is cached only
     /// if the future completes.)
     async fn find_by_id(&self, id: &str) -> Result<Environment> {
-        let generation = match self.cache.get(id) {
+        let Some(shared) = &self.shared else {
+            let key = id.to_owned();
+            return self
+                .read(move |txn, overlay| pending::find(txn, &overlay, &key))
+                .await;
+        };
+        if let Some(value) = shared.state().get(id) {
+            return value.clone().ok_or_else(|| Error::not_found(id));
+        }
+        let generation = match shared.cache.get(id) {
             Ok(env) => return Ok(env),
             Err(generation) => generation,
         };
         let key = id.to_owned();
         let env = self
-            .read(move |txn| {
-                let table = open_records(txn)?;
-                match table.get(key.as_str()).map_err(storage("reading"))? {
-                    Some(bytes) => decode(&key, bytes.value()),
-                    None => Err(Error::NotFound { id: key }),
-                }
-            })
+            .read(move |txn, overlay| pending::find(txn, &overlay, &key))
             .await?;
-        self.cache.fill(generation, &env);
+        shared.cache.fill(generation, &env);
         Ok(env)
     }
 
@@ -470,22 +629,15 @@ impl Repository for RedbStore {
     ///
     /// Cancel safe: read-only.
     async fn find_all(&self) -> Result<Vec<Environment>> {
-        self.read(|txn| {
-            let table = open_records(txn)?;
-            let mut all =
-                Vec::with_capacity(usize::try_from(table.len().unwrap_or(0)).unwrap_or(0));
-            for entry in table.iter().map_err(storage("reading"))? {
-                let (id, bytes) = entry.map_err(storage("reading"))?;
-                all.push(decode(id.value(), bytes.value())?);
-            }
-            Ok(all)
-        })
-        .await
+        // A copy of the pending writes, so that a long scan does not make
+        // the leader copy them on each batch while it holds them.
+        self.read(|txn, overlay| pending::find_all(txn, &overlay.detached()))
+            .await
     }
 
     /// # Cancel safety
     ///
-    /// Cancel safe: dropped before the writer takes it, nothing is removed;
+    /// Cancel safe: dropped before a leader takes it, nothing is removed;
     /// after, the removal is committed.
     async fn delete(&self, id: &str) -> Result<()> {
         self.write(Op::Delete { id: id.to_owned() }).await
@@ -495,10 +647,15 @@ impl Repository for RedbStore {
     ///
     /// Cancel safe: read-only.
     async fn count(&self) -> Result<usize> {
-        self.read(|txn| {
-            let n = open_records(txn)?.len().map_err(storage("counting"))?;
-            usize::try_from(n).map_err(storage("counting"))
-        })
-        .await
+        if self.db.is_none() {
+            return Err(Error::Closed);
+        }
+        match &self.shared {
+            Some(shared) => Ok(shared.state().count),
+            None => {
+                self.read(|txn, overlay| pending::count(txn, &overlay))
+                    .await
+            }
+        }
     }
 }

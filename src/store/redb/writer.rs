@@ -1,25 +1,59 @@
 // SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
 // SPDX-License-Identifier: Apache-2.0
 
-//! The writer thread and group commit: every request waiting in the queue
-//! goes into one write transaction and one durable commit.
+//! The write path: group commit into the journal, led by the callers
+//! themselves, and the checkpointer thread (journal into the redb file).
+//!
+//! A write puts its request on the [`Lane`]'s queue and then tries to
+//! *lead*: whoever takes the lane's lock takes every request waiting (its
+//! own and others'), appends them to the [journal](super::journal), makes
+//! them durable with one `fdatasync`, applies them to the
+//! [pending](super::pending) state readers see, and only then answers each
+//! caller. Callers that find the lock taken wait for their answer; what
+//! they queued is taken by the leader's next round, and a leader looks
+//! again after it lets go, so nothing is left waiting. A lone write is led
+//! by its own caller, with no thread hand-off in the way of its sync: on a
+//! multi-thread Tokio runtime through `block_in_place` (Tokio moves the
+//! worker's other tasks elsewhere meanwhile), on a current-thread runtime
+//! on the blocking pool.
+//!
+//! When the journal file in use has grown past [`CHECKPOINT_BYTES`] or
+//! [`CHECKPOINT_IDS`] ids are pending, the leader *freezes* the pending
+//! writes and switches journal files; the checkpointer thread writes the
+//! frozen writes into the redb file in one durable commit that also
+//! records how far the journal has been taken in. Writers never wait for a
+//! checkpoint.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, TryLockError, mpsc};
+use std::time::{Duration, Instant};
 
-use redb::Database;
+use redb::{Database, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use super::cache::Cache;
-use super::file::{RECORDS, storage};
+use super::file::{META, RECORDS, storage};
+use super::journal::{AppendError, Entry, Journal};
+use super::pending::{Pending, State};
 use crate::domain::Environment;
 use crate::error::{Error, Result};
+use crate::record;
+use crate::store::redb::Handle;
 
-/// The most requests one write transaction applies.
+/// The most requests one batch takes.
 const MAX_BATCH: usize = 4096;
+/// Journal size that triggers a checkpoint. A checkpoint costs about the
+/// number of distinct ids it writes, not the journal's size, so a big
+/// journal makes rewrites of the same ids cheap; it bounds replay after a
+/// crash (a fraction of a second) and the journal file.
+pub(super) const CHECKPOINT_BYTES: u64 = 32 << 20;
+/// Pending ids that trigger a checkpoint: bounds the memory they take and
+/// the length of one checkpoint.
+pub(super) const CHECKPOINT_IDS: usize = 8192;
 
 pub(super) enum Op {
-    /// `env` rides along so the cache can be updated without decoding.
+    /// `env` rides along so readers get it without decoding.
     Save {
         env: Box<Environment>,
         bytes: Vec<u8>,
@@ -39,107 +73,613 @@ pub(super) struct Counters {
     pub(super) saves: AtomicU64,
     pub(super) deletes: AtomicU64,
     pub(super) commits: AtomicU64,
+    pub(super) checkpoints: AtomicU64,
 }
 
-/// The writer thread: batch, apply, commit once, update the cache, answer.
-/// It returns when every sender is gone.
-pub(super) fn write_loop(
-    db: &Database,
-    rx: &mpsc::Receiver<Request>,
-    counters: &Counters,
-    cache: &Cache,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
+/// What the writer shares with the store's readers.
+pub(super) struct Shared {
+    pub(super) state: RwLock<State>,
+    pub(super) cache: Cache,
+    pub(super) counters: Counters,
+}
+
+impl Shared {
+    pub(super) fn new(cache_entries: usize, count: usize) -> Self {
+        Self {
+            state: RwLock::new(State {
+                count,
+                ..State::default()
+            }),
+            cache: Cache::new(cache_entries),
+            counters: Counters::default(),
         }
-        // The commit point: requests whose callers are gone are not applied.
-        batch.retain(|r| !r.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        cache.begin_commit(batch.iter().map(|r| &r.op));
-        // redb can panic on a damaged file; contain it to this batch.
-        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(db, &batch)))
-            .unwrap_or_else(|_| {
-                Err(Error::storage(
-                    "writing",
-                    "the storage engine panicked; run `waggle-store check`",
-                ))
-            });
-        let (results, saves, deletes) = match applied {
-            Ok(applied) => applied,
-            Err(e) => {
-                tracing::error!(error = %e, ops = batch.len(), "write batch failed");
-                let results = batch.iter().map(|_| Err(same_failure(&e))).collect();
-                (results, 0, 0)
-            }
-        };
-        if saves + deletes > 0 {
-            counters.commits.fetch_add(1, Ordering::Relaxed);
-        }
-        counters.saves.fetch_add(saves, Ordering::Relaxed);
-        counters.deletes.fetch_add(deletes, Ordering::Relaxed);
-        tracing::trace!(ops = batch.len(), "committed a batch");
-        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
-        // Committed: make the cache agree before anyone hears back. The
-        // saved values move into it; they are not needed after.
-        cache.end_commit(
-            ops.into_iter()
-                .zip(&results)
-                .filter(|(_, r)| r.is_ok())
-                .map(|(op, _)| op),
-        );
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result); // the caller may have gone since
-        }
+    }
+
+    pub(super) fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-type Applied = (Vec<Result<()>>, u64, u64);
-
-fn apply(db: &Database, batch: &[Request]) -> Result<Applied> {
-    let txn = db.begin_write().map_err(storage("beginning a write"))?;
-    let mut results = Vec::with_capacity(batch.len());
-    let (mut saves, mut deletes) = (0, 0);
+/// Writes `pending` into the redb file in one durable commit that records
+/// `next` as the first journal sequence number the file does not hold.
+pub(super) fn commit_pending(db: &Database, pending: &Pending, next: u64) -> Result<()> {
+    let txn = db
+        .begin_write()
+        .map_err(storage("beginning a checkpoint"))?;
     {
         let mut table = txn
             .open_table(RECORDS)
             .map_err(storage("opening the table"))?;
-        for request in batch {
-            results.push(match &request.op {
-                Op::Save { env, bytes } => {
+        for (id, value) in pending {
+            match value {
+                Some(env) => {
+                    let bytes = record::encode(env).map_err(storage("encoding the record"))?;
                     table
-                        .insert(env.id.as_str(), bytes.as_slice())
-                        .map_err(storage("saving"))?;
-                    saves += 1;
-                    Ok(())
+                        .insert(id.as_str(), bytes.as_slice())
+                        .map_err(storage("checkpointing"))?;
                 }
-                Op::Delete { id } => {
-                    if table
+                None => {
+                    table
                         .remove(id.as_str())
-                        .map_err(storage("deleting"))?
-                        .is_some()
-                    {
-                        deletes += 1;
-                        Ok(())
-                    } else {
-                        Err(Error::not_found(id))
-                    }
+                        .map_err(storage("checkpointing"))?;
                 }
-            });
+            }
+        }
+        let mut meta = txn.open_table(META).map_err(storage("opening metadata"))?;
+        meta.insert(super::file::JOURNAL_NEXT, next.to_string().as_str())
+            .map_err(storage("checkpointing"))?;
+    }
+    txn.commit().map_err(storage("committing a checkpoint"))
+}
+
+/// A checkpoint: pending writes, and the first journal sequence number
+/// after them.
+#[derive(Clone)]
+pub(super) struct Job {
+    pending: Arc<Pending>,
+    next: u64,
+}
+
+/// What the checkpointer tells the writer.
+#[derive(Default)]
+struct Outcome {
+    /// The job it last finished, and whether it succeeded.
+    finished: Option<(u64, std::result::Result<(), String>)>,
+}
+
+/// The channel between the writer and the checkpointer thread.
+#[derive(Default)]
+pub(super) struct Checkpointer {
+    outcome: Mutex<Outcome>,
+    done: Condvar,
+}
+
+impl Checkpointer {
+    fn finish(&self, next: u64, result: std::result::Result<(), String>) {
+        let mut o = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        o.finished = Some((next, result));
+        self.done.notify_all();
+    }
+
+    /// Forgets a failed outcome before the job is sent again.
+    fn retrying(&self) {
+        let mut o = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        o.finished = None;
+    }
+
+    /// The outcome of the job ending at `next`: waits for it if `wait`.
+    fn outcome(&self, next: u64, wait: bool) -> Option<std::result::Result<(), String>> {
+        let mut o = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match &o.finished {
+                Some((n, result)) if *n == next => return Some(result.clone()),
+                _ if !wait => return None,
+                _ => o = self.done.wait(o).unwrap_or_else(PoisonError::into_inner),
+            }
         }
     }
-    if saves + deletes == 0 {
-        txn.abort().map_err(storage("aborting an empty write"))?;
-    } else {
-        txn.commit().map_err(storage("committing"))?;
+}
+
+/// Writes the frozen or the active pending writes of `job` into the redb
+/// file, keeping the cache coherent, then drops them from the state.
+fn run_checkpoint(db: &Database, shared: &Shared, job: &Job, frozen: bool) -> Result<()> {
+    let started = Instant::now();
+    let cache = &shared.cache;
+    cache.begin_commit(job.pending.keys().map(String::as_str));
+    // redb can panic on a damaged file; contain it.
+    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        commit_pending(db, &job.pending, job.next)
+    }))
+    .unwrap_or_else(|_| {
+        Err(Error::storage(
+            "checkpointing",
+            "the storage engine panicked; run `waggle-store check`",
+        ))
+    });
+    cache.end_commit(committed.as_ref().ok().map(|()| &*job.pending));
+    committed?;
+    {
+        let mut state = shared.state_mut();
+        if frozen {
+            state.frozen = None;
+        } else if Arc::ptr_eq(&state.pending, &job.pending) {
+            state.pending = Arc::default();
+        }
     }
-    Ok((results, saves, deletes))
+    shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(writes = job.pending.len(), next = job.next, elapsed = ?started.elapsed(), "checkpointed the journal");
+    Ok(())
+}
+
+/// The checkpointer thread: runs each frozen job it is sent.
+pub(super) fn checkpoint_loop(
+    db: &Handle,
+    shared: &Shared,
+    checkpointer: &Checkpointer,
+    rx: &mpsc::Receiver<Job>,
+) {
+    let Handle::Write(db) = db else {
+        return;
+    };
+    while let Ok(job) = rx.recv() {
+        let result = run_checkpoint(db, shared, &job, true).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "checkpoint failed; the journal keeps every write, retrying");
+        }
+        checkpointer.finish(job.next, result);
+    }
+}
+
+/// How long after a failed checkpoint the writer tries again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Leader rounds a caller runs before it hands leading to the blocking
+/// pool and goes back to its own task.
+const CALLER_ROUNDS: usize = 2;
+
+/// The write path's entry: the request queue, and the writer behind a lock
+/// that whoever leads holds.
+pub(super) struct Lane {
+    sender: mpsc::Sender<Request>,
+    /// Requests sent and not yet taken by a leader. A sender counts its
+    /// request after sending it, so this can dip below zero for a moment;
+    /// above zero, a request is waiting.
+    queued: AtomicIsize,
+    core: Mutex<Core>,
+}
+
+struct Core {
+    queue: mpsc::Receiver<Request>,
+    /// `None` once the store is closed.
+    writer: Option<Writer>,
+}
+
+impl Lane {
+    pub(super) fn new(writer: Writer) -> Arc<Self> {
+        let (sender, queue) = mpsc::channel();
+        Arc::new(Self {
+            sender,
+            queued: AtomicIsize::new(0),
+            core: Mutex::new(Core {
+                queue,
+                writer: Some(writer),
+            }),
+        })
+    }
+
+    /// Queues `request` and sees that it is led: by this thread if the
+    /// lane is free, else by the leader at work.
+    pub(super) fn submit(self: &Arc<Self>, request: Request) -> Result<()> {
+        self.sender.send(request).map_err(|_| Error::Closed)?;
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => {
+                let lane = Arc::clone(self);
+                // Detached: it leads whatever the caller does meanwhile.
+                drop(tokio::task::spawn_blocking(move || lane.lead(usize::MAX)));
+            }
+            Ok(_) => {
+                // Only a caller that gets the lock blocks, and then through
+                // `block_in_place`, so that the worker's other tasks move on.
+                if let Some(core) = self.try_core() {
+                    tokio::task::block_in_place(|| self.lead_with(core, CALLER_ROUNDS));
+                }
+            }
+            // Not in a runtime: blocking here blocks no executor.
+            Err(_) => self.lead(usize::MAX),
+        }
+        Ok(())
+    }
+
+    fn try_core(&self) -> Option<std::sync::MutexGuard<'_, Core>> {
+        match self.core.try_lock() {
+            Ok(core) => Some(core),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Leads if the lane is free.
+    fn lead(self: &Arc<Self>, rounds: usize) {
+        if let Some(core) = self.try_core() {
+            self.lead_with(core, rounds);
+        }
+    }
+
+    /// Runs up to `rounds` batches while requests wait, then lets go and
+    /// looks again. A sender that found the lock taken had counted its
+    /// request before this leader lets go, so it is seen here; one that
+    /// counts later finds the lock free. Past `rounds`, a blocking-pool
+    /// thread takes over.
+    fn lead_with<'a>(
+        self: &'a Arc<Self>,
+        mut core: std::sync::MutexGuard<'a, Core>,
+        rounds: usize,
+    ) {
+        let mut done = 0;
+        loop {
+            while done < rounds && self.queued.load(Ordering::SeqCst) > 0 {
+                let Core { queue, writer } = &mut *core;
+                let Some(writer) = writer else {
+                    return; // closed: `close` answered everything
+                };
+                let taken = writer.round(queue);
+                self.queued.fetch_sub(
+                    isize::try_from(taken).unwrap_or(isize::MAX),
+                    Ordering::SeqCst,
+                );
+                done += 1;
+                if taken == 0 {
+                    break;
+                }
+            }
+            drop(core);
+            if self.queued.load(Ordering::SeqCst) <= 0 {
+                return;
+            }
+            if done >= rounds {
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    let lane = Arc::clone(self);
+                    drop(tokio::task::spawn_blocking(move || lane.lead(usize::MAX)));
+                    return;
+                }
+                done = 0;
+            }
+            match self.try_core() {
+                Some(again) => core = again,
+                None => return, // another leader has it, and looks again too
+            }
+        }
+    }
+
+    /// Closes the write path: waits for any leader, answers what is queued,
+    /// checkpoints everything and removes the journal, stops the
+    /// checkpointer. Blocking.
+    pub(super) fn close(&self) {
+        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        let Core { queue, writer } = &mut *core;
+        if let Some(mut writer) = writer.take() {
+            loop {
+                let taken = writer.round(queue);
+                self.queued.fetch_sub(
+                    isize::try_from(taken).unwrap_or(isize::MAX),
+                    Ordering::SeqCst,
+                );
+                if taken == 0 {
+                    break;
+                }
+            }
+            writer.finish();
+        }
+    }
+}
+
+/// The writer: what the leader works with.
+pub(super) struct Writer {
+    pub(super) db: Arc<Handle>,
+    pub(super) journal: Journal,
+    pub(super) shared: Arc<Shared>,
+    pub(super) checkpointer: Arc<Checkpointer>,
+    /// The checkpointer thread's queue and the thread; `None` once stopped.
+    pub(super) jobs: Option<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)>,
+    /// The frozen job sent to the checkpointer and not yet known done, and
+    /// when it last failed.
+    pub(super) in_flight: Option<(Job, Option<Instant>)>,
+    /// The `journal_next` the redb file holds.
+    pub(super) durable_next: u64,
+    /// Set when a failed append could not be fenced off by a checkpoint:
+    /// writes are refused until the store is reopened.
+    pub(super) broken: Option<String>,
+    /// A snapshot of the records table for existence checks, and the cache
+    /// generation it was taken at.
+    pub(super) lookup: Option<(u64, redb::ReadOnlyTable<&'static str, &'static [u8]>)>,
+}
+
+impl Writer {
+    fn db(&self) -> &Database {
+        match &*self.db {
+            Handle::Write(db) => db,
+            // `RedbStore` gives a writer only a writable handle.
+            Handle::Read(_) => unreachable!("a writer on a read-only handle"),
+        }
+    }
+
+    /// One batch: takes every request waiting (up to [`MAX_BATCH`]),
+    /// journals, applies, answers. Returns how many it took.
+    fn round(&mut self, queue: &mpsc::Receiver<Request>) -> usize {
+        let mut batch = Vec::new();
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let taken = batch.len();
+        // The commit point: requests whose callers are gone are not applied.
+        batch.retain(|r| !r.reply.is_closed());
+        if batch.is_empty() {
+            return taken;
+        }
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
+        let n = ops.len();
+        // redb can panic on a damaged file; contain it to this batch.
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply(ops)))
+            .unwrap_or_else(|_| {
+                let e = Error::storage(
+                    "writing",
+                    "the storage engine panicked; run `waggle-store check`",
+                );
+                (0..n).map(|_| Err(same_failure(&e))).collect()
+            });
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result); // the caller may have gone since
+        }
+        self.maybe_checkpoint();
+        taken
+    }
+
+    /// At close: a last checkpoint, the journal removed, the checkpointer
+    /// stopped.
+    fn finish(mut self) {
+        match self.drain() {
+            Ok(()) => {
+                if let Err(e) = self.journal.remove() {
+                    tracing::warn!(error = %e, "could not remove the emptied journal");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "last checkpoint failed; the journal is replayed at the next open")
+            }
+        }
+        if let Some((jobs, thread)) = self.jobs.take() {
+            drop(jobs);
+            if thread.join().is_err() {
+                tracing::error!("the checkpoint thread panicked");
+            }
+        }
+    }
+
+    /// Learns how the job in flight went; `true` when none is left.
+    fn settle(&mut self, wait: bool) -> bool {
+        let Some((job, failed_at)) = &mut self.in_flight else {
+            return true;
+        };
+        match self.checkpointer.outcome(job.next, wait) {
+            Some(Ok(())) => {
+                self.durable_next = job.next;
+                self.in_flight = None;
+                true
+            }
+            Some(Err(_)) if failed_at.is_none_or(|t| t.elapsed() >= RETRY) => {
+                // Try again: the frozen writes stay visible meanwhile.
+                *failed_at = Some(Instant::now());
+                self.checkpointer.retrying();
+                if let Some((jobs, _)) = &self.jobs {
+                    let _ = jobs.send(job.clone());
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Freezes the pending writes and hands them to the checkpointer when
+    /// the journal file in use is big enough and no checkpoint is running.
+    fn maybe_checkpoint(&mut self) {
+        let due = self.journal.live_bytes() >= CHECKPOINT_BYTES
+            || self.shared.state().pending.len() >= CHECKPOINT_IDS;
+        if !due || !self.settle(false) {
+            return;
+        }
+        let pending = {
+            let mut state = self.shared.state_mut();
+            let pending = std::mem::take(&mut state.pending);
+            state.frozen = Some(Arc::clone(&pending));
+            pending
+        };
+        self.journal.switch();
+        let job = Job {
+            pending,
+            next: self.journal.next_seq(),
+        };
+        if let Some((jobs, _)) = &self.jobs
+            && jobs.send(job.clone()).is_ok()
+        {
+            self.in_flight = Some((job, None));
+        }
+    }
+
+    /// Waits for the job in flight (one more try if it failed), then writes
+    /// what is pending into the redb file on this thread. Afterwards both
+    /// journal files hold nothing the redb file lacks.
+    fn drain(&mut self) -> Result<()> {
+        if let Some((job, _)) = self.in_flight.take() {
+            if let Some(Err(_)) = self.checkpointer.outcome(job.next, true) {
+                run_checkpoint(self.db(), &self.shared, &job, true)?;
+            }
+            self.durable_next = job.next;
+        }
+        let job = Job {
+            pending: Arc::clone(&self.shared.state().pending),
+            next: self.journal.next_seq(),
+        };
+        if !job.pending.is_empty() || job.next != self.durable_next {
+            run_checkpoint(self.db(), &self.shared, &job, false)?;
+            self.durable_next = job.next;
+        }
+        Ok(())
+    }
+
+    /// Whether `id` is stored, as of the pending writes.
+    fn exists(&mut self, overlay: &super::pending::Overlay, id: &str) -> Result<bool> {
+        if let Some(value) = overlay.get(id) {
+            return Ok(value.is_some());
+        }
+        if self.shared.cache.contains(id) {
+            return Ok(true);
+        }
+        // The redb file changes only at checkpoints: one snapshot serves
+        // until the next. The overlay was taken first, so a checkpoint
+        // whose writes it no longer holds has moved the generation.
+        let generation = self.shared.cache.generation();
+        if self.lookup.as_ref().is_none_or(|(g, _)| *g != generation) {
+            let txn = self
+                .db()
+                .begin_read()
+                .map_err(storage("beginning a read"))?;
+            let table = txn
+                .open_table(RECORDS)
+                .map_err(storage("opening the table"))?;
+            self.lookup = Some((generation, table));
+        }
+        match &self.lookup {
+            Some((_, table)) => Ok(table.get(id).map_err(storage("reading"))?.is_some()),
+            None => Err(Error::storage("reading", "no snapshot of the table")),
+        }
+    }
+
+    /// One batch: each op's result, in order.
+    fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<()>> {
+        if let Some(reason) = &self.broken {
+            let e = Error::storage("writing", reason.clone());
+            return ops.iter().map(|_| Err(same_failure(&e))).collect();
+        }
+        let n = ops.len();
+        match self.decide(ops) {
+            Ok((results, entries, effects, delta)) => {
+                if entries.is_empty() {
+                    return results;
+                }
+                match self.append(&entries) {
+                    Ok(()) => {
+                        self.publish(effects, delta);
+                        results
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, ops = n, "journal write failed");
+                        results.into_iter().map(|_| Err(same_failure(&e))).collect()
+                    }
+                }
+            }
+            Err(e) => (0..n).map(|_| Err(same_failure(&e))).collect(),
+        }
+    }
+
+    /// What each op does: its result, the journal entries, the changes to
+    /// the pending state and to the count.
+    #[allow(clippy::type_complexity)]
+    fn decide(
+        &mut self,
+        ops: Vec<Op>,
+    ) -> Result<(
+        Vec<Result<()>>,
+        Vec<Entry>,
+        Vec<(String, Option<Environment>)>,
+        isize,
+    )> {
+        let overlay = self.shared.state().overlay();
+        let mut after: HashMap<String, bool> = HashMap::new();
+        let (mut results, mut entries, mut effects) = (Vec::new(), Vec::new(), Vec::new());
+        let mut delta = 0_isize;
+        for op in ops {
+            let id = match &op {
+                Op::Save { env, .. } => env.id.as_str(),
+                Op::Delete { id } => id.as_str(),
+            };
+            let existed = match after.get(id) {
+                Some(&e) => e,
+                None => self.exists(&overlay, id)?,
+            };
+            match op {
+                Op::Save { env, bytes } => {
+                    delta += isize::from(!existed);
+                    after.insert(env.id.clone(), true);
+                    entries.push(Entry::Save(bytes));
+                    effects.push((env.id.clone(), Some(*env)));
+                    results.push(Ok(()));
+                }
+                Op::Delete { id } if existed => {
+                    delta -= 1;
+                    after.insert(id.clone(), false);
+                    entries.push(Entry::Delete(id.clone()));
+                    effects.push((id, None));
+                    results.push(Ok(()));
+                }
+                Op::Delete { id } => results.push(Err(Error::NotFound { id })),
+            }
+        }
+        Ok((results, entries, effects, delta))
+    }
+
+    /// Makes `entries` durable in the journal. A failure that may have left
+    /// frames on disk is fenced off: their numbers are given up, everything
+    /// pending goes into the redb file, and appends start over in the other
+    /// journal file, so no later write can be mistaken for them.
+    fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        let failed = match self.journal.append(entries.iter()) {
+            Ok(()) => return Ok(()),
+            // Nothing was written.
+            Err(AppendError::Grow(e)) => return Err(Error::storage("writing the journal", e)),
+            Err(AppendError::Write(e)) => e,
+        };
+        self.journal.skip(entries.len() as u64);
+        match self.drain() {
+            Ok(()) => self.journal.switch(),
+            Err(e) => {
+                self.broken = Some(format!(
+                    "a journal write failed ({failed}) and the checkpoint after it too ({e}); reopen the store"
+                ));
+            }
+        }
+        Err(Error::storage("writing the journal", failed))
+    }
+
+    /// Shows a durable batch to readers, before its callers hear back.
+    fn publish(&self, effects: Vec<(String, Option<Environment>)>, delta: isize) {
+        let (saves, deletes) =
+            effects.iter().fold(
+                (0, 0),
+                |(s, d), (_, v)| {
+                    if v.is_some() { (s + 1, d) } else { (s, d + 1) }
+                },
+            );
+        {
+            let mut state = self.shared.state_mut();
+            let pending = Arc::make_mut(&mut state.pending);
+            for (id, value) in effects {
+                pending.insert(id, value);
+            }
+            state.count = state.count.saturating_add_signed(delta);
+        }
+        let c = &self.shared.counters;
+        c.commits.fetch_add(1, Ordering::Relaxed);
+        c.saves.fetch_add(saves, Ordering::Relaxed);
+        c.deletes.fetch_add(deletes, Ordering::Relaxed);
+    }
 }
 
 /// The batch's failure, once for each of its callers.

@@ -1,0 +1,606 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The write-ahead journal: two files beside the redb file, `<store>-wal0`
+//! and `<store>-wal1`, where a write becomes durable with one sequential
+//! `pwrite` and one `fdatasync`.
+//!
+//! # Format
+//!
+//! Each file starts with a 32-byte header — magic `WAGGLWAL`, format
+//! version (u32 LE), reserved (u32), the store's journal id (u64 LE, also
+//! kept in the redb file's metadata), reserved (u64) — then frames, back to
+//! back:
+//!
+//! ```text
+//! len u32 LE | crc32 u32 LE | seq u64 LE | kind u8 | payload (len - 1 bytes)
+//! ```
+//!
+//! `kind` 1 is a save whose payload is the [record](crate::record); 2 is a
+//! delete whose payload is the id. The CRC covers `seq`, `kind` and the
+//! payload. Sequence numbers are never reused, so a frame that checks out
+//! with a given number is the one write that ever had it.
+//!
+//! # Generations and which frames are live
+//!
+//! The writer appends to one file at a time. To checkpoint, it *switches*:
+//! later frames go to the other file, from its header on, while the
+//! frames of the first are written into the redb file in the background.
+//! That commit records `journal_next`, the first sequence number the redb
+//! file does not hold — the first frame of the other file. A switch waits
+//! until the previous checkpoint is done, so a file is only started over
+//! once everything in it is in the redb file.
+//!
+//! The live frames are the chain that starts with frame `journal_next`
+//! right after the header of one of the files, goes on in that file while
+//! each frame checks out and follows its predecessor by one, and may then
+//! go on after the other file's header. A torn last frame, an older
+//! generation's frames beyond the chain's end, or zeros end it. Each file
+//! is preallocated with zeros ahead of its chain so that an append does
+//! not change the file's size and its `fdatasync` writes data only.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::file::sync_parent;
+
+/// Header length; the first frame starts here.
+pub(super) const HEADER_LEN: u64 = 32;
+const MAGIC: &[u8; 8] = b"WAGGLWAL";
+const VERSION: u32 = 1;
+/// `len` + `crc` + `seq` + `kind`.
+const FRAME_HEAD: usize = 4 + 4 + 8 + 1;
+/// Frames above this are garbage, not records (a record is at most a few MiB).
+const MAX_FRAME: usize = 256 << 20;
+/// The first preallocation.
+const FIRST_ALLOCATION: u64 = 64 << 10;
+/// How much the preallocation grows by when the chain reaches its end: a
+/// step is written with zeros and synced by the append that needs it.
+const GROWTH: u64 = 1 << 20;
+
+const KIND_SAVE: u8 = 1;
+const KIND_DELETE: u8 = 2;
+
+/// The two journal files of the store at `store`: its path plus `-wal0`
+/// and `-wal1`.
+pub(super) fn paths_of(store: &Path) -> [PathBuf; 2] {
+    [0, 1].map(|n| {
+        let mut p = store.as_os_str().to_owned();
+        p.push(format!("-wal{n}"));
+        PathBuf::from(p)
+    })
+}
+
+/// One journaled write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Entry {
+    /// The encoded record of a save.
+    Save(Vec<u8>),
+    /// The id of a delete.
+    Delete(String),
+}
+
+/// What a journal file holds for a given `journal_next`.
+#[derive(Debug)]
+pub(super) enum Scan {
+    /// The live frames, in order (possibly none).
+    Live(Vec<Entry>),
+    /// The chain starts past `journal_next`: the journal belongs to a later
+    /// state of the store than the snapshot that was asked about.
+    Ahead {
+        /// The first sequence number found.
+        first: u64,
+    },
+}
+
+/// Why a journal file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum JournalError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("it is not a waggle-store journal")]
+    Foreign,
+    #[error("its format version is {0}; this build reads {VERSION}")]
+    Newer(u32),
+    #[error(
+        "it belongs to another store file (journal id {found:016x}, the store's is {expected:016x})"
+    )]
+    OtherStore { found: u64, expected: u64 },
+    #[error("its first write is number {first}, but the store file holds writes up to {next}")]
+    Ahead { first: u64, next: u64 },
+    #[error("it is not a regular file")]
+    NotAFile,
+}
+
+/// Refuses a journal path that is a directory, FIFO, socket or device
+/// (reading a FIFO could block forever). `Ok(false)` when it is missing.
+fn regular(path: &Path) -> Result<bool, JournalError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(true),
+        Ok(_) => Err(JournalError::NotAFile),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A header that is shorter than its length or all zeros: a journal whose
+/// creation did not finish. It holds nothing.
+fn is_unwritten(header: &[u8]) -> bool {
+    header.len() < HEADER_LEN as usize || header.iter().all(|&b| b == 0)
+}
+
+fn header(id: u64) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0; HEADER_LEN as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&id.to_le_bytes());
+    h
+}
+
+/// Checks a header; `Ok(false)` for an unwritten one.
+fn check_header(bytes: &[u8], id: u64) -> Result<bool, JournalError> {
+    if is_unwritten(bytes) {
+        return Ok(false);
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(JournalError::Foreign);
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != VERSION {
+        return Err(JournalError::Newer(version));
+    }
+    let mut found = [0; 8];
+    found.copy_from_slice(&bytes[16..24]);
+    let found = u64::from_le_bytes(found);
+    if found != id {
+        return Err(JournalError::OtherStore {
+            found,
+            expected: id,
+        });
+    }
+    Ok(true)
+}
+
+fn crc(seq: u64, kind: u8, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h.update(&[kind]);
+    h.update(payload);
+    h.finalize()
+}
+
+fn encode_frame(out: &mut Vec<u8>, seq: u64, entry: &Entry) {
+    let (kind, payload) = match entry {
+        Entry::Save(bytes) => (KIND_SAVE, bytes.as_slice()),
+        Entry::Delete(id) => (KIND_DELETE, id.as_bytes()),
+    };
+    // Records are far below 4 GiB: the writer refuses anything larger.
+    let len = u32::try_from(payload.len() + 1).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc(seq, kind, payload).to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+}
+
+/// The frame at the start of `bytes`, if one is there whole and checks
+/// out: `(seq, entry, bytes it takes)`.
+fn decode_frame(bytes: &[u8]) -> Option<(u64, Entry, usize)> {
+    let head = bytes.get(..FRAME_HEAD)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return None;
+    }
+    let stored_crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let mut seq = [0; 8];
+    seq.copy_from_slice(&head[8..16]);
+    let seq = u64::from_le_bytes(seq);
+    let kind = head[16];
+    let payload = bytes.get(FRAME_HEAD..FRAME_HEAD + len - 1)?;
+    if crc(seq, kind, payload) != stored_crc {
+        return None;
+    }
+    let entry = match kind {
+        KIND_SAVE => Entry::Save(payload.to_vec()),
+        KIND_DELETE => Entry::Delete(String::from_utf8(payload.to_vec()).ok()?),
+        _ => return None,
+    };
+    Some((seq, entry, FRAME_HEAD + len - 1))
+}
+
+/// Frames of one file's contents from its header on, while they follow
+/// each other by one from `first`: the entries and the offset after them.
+fn chain(bytes: &[u8], first: u64) -> (Vec<Entry>, u64) {
+    let mut at = HEADER_LEN as usize;
+    let mut entries = Vec::new();
+    let mut expected = first;
+    while let Some((seq, entry, used)) = bytes.get(at..).and_then(decode_frame) {
+        if seq != expected {
+            break;
+        }
+        entries.push(entry);
+        expected += 1;
+        at += used;
+    }
+    (entries, at as u64)
+}
+
+/// The sequence number of the first frame of a file, if one checks out.
+fn first_seq(bytes: &[u8]) -> Option<u64> {
+    bytes
+        .get(HEADER_LEN as usize..)
+        .and_then(decode_frame)
+        .map(|(seq, ..)| seq)
+}
+
+/// The live frames of the two files' contents (headers included) for a
+/// store whose redb file holds everything before `next`; also the file the
+/// chain ends in and the offset after its last frame.
+fn scan_pair(files: [&[u8]; 2], id: u64, next: u64) -> Result<(Scan, usize, u64), JournalError> {
+    let mut written = [false; 2];
+    for (n, bytes) in files.iter().enumerate() {
+        written[n] = check_header(bytes.get(..HEADER_LEN as usize).unwrap_or(bytes), id)?;
+    }
+    let firsts = [0, 1].map(|n| {
+        if written[n] {
+            first_seq(files[n])
+        } else {
+            None
+        }
+    });
+    let Some(start) = (0..2).find(|&n| firsts[n] == Some(next)) else {
+        // Every older generation is below `next`: a chain past it means the
+        // journal has moved on from the redb state asked about.
+        return Ok(match firsts.iter().flatten().copied().find(|&f| f > next) {
+            Some(first) => (Scan::Ahead { first }, 0, HEADER_LEN),
+            None => (Scan::Live(Vec::new()), 0, HEADER_LEN),
+        });
+    };
+    let (mut entries, mut end) = chain(files[start], next);
+    let mut last = start;
+    let other = 1 - start;
+    let expected = next + entries.len() as u64;
+    if firsts[other] == Some(expected) {
+        let (more, other_end) = chain(files[other], expected);
+        entries.extend(more);
+        (last, end) = (other, other_end);
+    }
+    Ok((Scan::Live(entries), last, end))
+}
+
+/// Reads the live frames of the journal of the store at `store`, for a
+/// reader that does not write. Missing files hold nothing.
+pub(super) fn read(store: &Path, id: u64, next: u64) -> Result<Scan, JournalError> {
+    let mut files: [Vec<u8>; 2] = Default::default();
+    for (n, path) in paths_of(store).iter().enumerate() {
+        if regular(path)? {
+            match std::fs::read(path) {
+                Ok(bytes) => files[n] = bytes,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(scan_pair([&files[0], &files[1]], id, next)?.0)
+}
+
+/// Why an append failed, which decides what the writer does next.
+#[derive(Debug)]
+pub(super) enum AppendError {
+    /// Growing the preallocation failed; no frame was written.
+    Grow(io::Error),
+    /// Writing or syncing the frames failed; they may be partly on disk.
+    Write(io::Error),
+}
+
+/// One of the two journal files.
+#[derive(Debug)]
+struct Log {
+    path: PathBuf,
+    file: File,
+    /// Where the next frame goes.
+    end: u64,
+    /// Bytes of the file known to be written (zeros or frames).
+    allocated: u64,
+}
+
+impl Log {
+    /// Opens (creating if needed, mode 0600) one journal file.
+    fn open(path: &Path) -> Result<Self, JournalError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        let allocated = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            end: HEADER_LEN,
+            allocated,
+        })
+    }
+
+    /// Writes the header of a file whose creation had not finished.
+    fn initialise(&mut self, id: u64) -> io::Result<()> {
+        self.file.write_all_at(&header(id), 0)?;
+        self.allocated = self.allocated.max(HEADER_LEN);
+        self.grow(FIRST_ALLOCATION)?;
+        self.file.sync_all()?;
+        sync_parent(&self.path)
+    }
+
+    /// Writes zeros up to `target` bytes; not synced here.
+    fn grow(&mut self, target: u64) -> io::Result<()> {
+        const CHUNK: usize = 1 << 20;
+        let zeros = vec![0; CHUNK];
+        while self.allocated < target {
+            let n = usize::try_from(target - self.allocated)
+                .unwrap_or(CHUNK)
+                .min(CHUNK);
+            self.file.write_all_at(&zeros[..n], self.allocated)?;
+            self.allocated += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Journal contents, live entries, and where the chain ends.
+type Loaded = ([Vec<u8>; 2], Vec<Entry>, usize, u64);
+
+/// Reads and checks both files, creating and writing nothing; an error
+/// names the file it is about.
+fn load(paths: &[PathBuf; 2], id: u64, next: u64) -> Result<Loaded, (PathBuf, JournalError)> {
+    let mut contents: [Vec<u8>; 2] = Default::default();
+    for (path, bytes) in paths.iter().zip(&mut contents) {
+        let at = |e| (path.clone(), e);
+        if regular(path).map_err(at)? {
+            *bytes = std::fs::read(path).map_err(|e| at(e.into()))?;
+        }
+        check_header(bytes.get(..HEADER_LEN as usize).unwrap_or(bytes), id).map_err(at)?;
+    }
+    let at0 = |e| (paths[0].clone(), e);
+    let (scan, last, end) = scan_pair([&contents[0], &contents[1]], id, next).map_err(at0)?;
+    match scan {
+        Scan::Live(entries) => Ok((contents, entries, last, end)),
+        Scan::Ahead { first } => Err(at0(JournalError::Ahead { first, next })),
+    }
+}
+
+/// Checks, without changing anything, that the journal of the store at
+/// `store` can be opened for a store file in the given state.
+pub(super) fn check(store: &Path, id: u64, next: u64) -> Result<(), (PathBuf, JournalError)> {
+    load(&paths_of(store), id, next).map(|_| ())
+}
+
+/// The journal, open for appending by the writer thread.
+#[derive(Debug)]
+pub(super) struct Journal {
+    logs: [Log; 2],
+    /// The file frames are appended to.
+    active: usize,
+    /// The sequence number of the next frame.
+    next_seq: u64,
+    buf: Vec<u8>,
+}
+
+impl Journal {
+    /// Opens (creating if needed, mode 0600) the journal of the store at
+    /// `store` with journal id `id`, whose redb file holds everything before
+    /// `next`, and returns it with the live frames to replay. Appends go on
+    /// after them.
+    pub(super) fn open(
+        store: &Path,
+        id: u64,
+        next: u64,
+    ) -> Result<(Self, Vec<Entry>), (PathBuf, JournalError)> {
+        let paths = paths_of(store);
+        let (contents, entries, last, end) = load(&paths, id, next)?;
+        let [l0, l1] = [0, 1].map(|n| Log::open(&paths[n]).map_err(|e| (paths[n].clone(), e)));
+        let mut journal = Self {
+            logs: [l0?, l1?],
+            active: last,
+            next_seq: next + entries.len() as u64,
+            buf: Vec::new(),
+        };
+        journal.logs[last].end = end;
+        for (log, bytes) in journal.logs.iter_mut().zip(&contents) {
+            if is_unwritten(bytes.get(..HEADER_LEN as usize).unwrap_or(bytes)) {
+                log.initialise(id)
+                    .map_err(|e| (log.path.clone(), e.into()))?;
+            }
+        }
+        Ok((journal, entries))
+    }
+
+    /// The sequence number the next frame gets.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Bytes of frames in the file being appended to.
+    pub(super) fn live_bytes(&self) -> u64 {
+        self.logs[self.active].end - HEADER_LEN
+    }
+
+    /// Appends `entries` as frames and syncs them. On success they are
+    /// durable and numbered from the old [`next_seq`](Self::next_seq).
+    pub(super) fn append<'a>(
+        &mut self,
+        entries: impl Iterator<Item = &'a Entry>,
+    ) -> Result<(), AppendError> {
+        self.buf.clear();
+        let mut seq = self.next_seq;
+        for entry in entries {
+            encode_frame(&mut self.buf, seq, entry);
+            seq += 1;
+        }
+        let log = &mut self.logs[self.active];
+        let needed = log.end + self.buf.len() as u64;
+        if needed > log.allocated {
+            let target = needed.max(log.allocated + GROWTH);
+            log.grow(target).map_err(AppendError::Grow)?;
+        }
+        log.file
+            .write_all_at(&self.buf, log.end)
+            .and_then(|()| log.file.sync_data())
+            .map_err(AppendError::Write)?;
+        log.end = needed;
+        self.next_seq = seq;
+        Ok(())
+    }
+
+    /// Gives up `n` sequence numbers whose frames may be partly on disk,
+    /// so that nothing written later can be mistaken for them.
+    pub(super) fn skip(&mut self, n: u64) {
+        self.next_seq += n;
+    }
+
+    /// Sends later frames to the other file, from its header on. Only once
+    /// everything in that file is in the redb file.
+    pub(super) fn switch(&mut self) {
+        self.active = 1 - self.active;
+        self.logs[self.active].end = HEADER_LEN;
+    }
+
+    /// Removes both files after a final checkpoint.
+    pub(super) fn remove(self) -> io::Result<()> {
+        for log in self.logs {
+            let Log { path, file, .. } = log;
+            drop(file);
+            std::fs::remove_file(&path)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents(frames: &[(u64, Entry)], id: u64) -> Vec<u8> {
+        let mut bytes = header(id).to_vec();
+        for (seq, e) in frames {
+            encode_frame(&mut bytes, *seq, e);
+        }
+        bytes
+    }
+
+    fn live(scan: Scan) -> Vec<Entry> {
+        match scan {
+            Scan::Live(e) => e,
+            Scan::Ahead { first } => panic!("ahead at {first}"),
+        }
+    }
+
+    fn scan(a: &[u8], b: &[u8], id: u64, next: u64) -> Result<Scan, JournalError> {
+        scan_pair([a, b], id, next).map(|r| r.0)
+    }
+
+    #[test]
+    fn the_chain_starts_at_next_and_stops_at_a_gap() {
+        let a = Entry::Save(b"{}".to_vec());
+        let b = Entry::Delete("x".into());
+        let file = contents(&[(5, a.clone()), (6, b.clone()), (8, a.clone())], 9);
+        let empty = contents(&[], 9);
+        assert_eq!(live(scan(&file, &empty, 9, 5).unwrap()), vec![a.clone(), b]);
+        // Already held by the store file: an older generation.
+        assert!(live(scan(&empty, &file, 9, 7).unwrap()).is_empty());
+        assert!(matches!(
+            scan(&file, &empty, 9, 3).unwrap(),
+            Scan::Ahead { first: 5 }
+        ));
+        let _ = a;
+    }
+
+    #[test]
+    fn the_chain_goes_on_in_the_other_file() {
+        let e = |n: u8| Entry::Save(vec![n]);
+        let older = contents(&[(3, e(3)), (4, e(4)), (5, e(5))], 1);
+        let newer = contents(&[(6, e(6)), (7, e(7))], 1);
+        let all: Vec<Entry> = (3..8).map(e).collect();
+        assert_eq!(live(scan(&older, &newer, 1, 3).unwrap()), all);
+        assert_eq!(live(scan(&newer, &older, 1, 3).unwrap()), all);
+        // Checkpointed up to 6: only the newer file is live.
+        assert_eq!(live(scan(&older, &newer, 1, 6).unwrap()), all[3..].to_vec());
+        // A gap between the files ends the chain.
+        let gap = contents(&[(7, e(7))], 1);
+        assert_eq!(live(scan(&older, &gap, 1, 3).unwrap()), all[..3].to_vec());
+    }
+
+    #[test]
+    fn a_torn_or_flipped_frame_ends_the_chain() {
+        let a = Entry::Save(vec![b'a'; 100]);
+        let bytes = contents(&[(1, a.clone()), (2, a.clone())], 1);
+        let one = HEADER_LEN as usize + FRAME_HEAD + 100;
+        for cut in [one, one + 1, bytes.len() - 1] {
+            assert_eq!(live(scan(&bytes[..cut], &[], 1, 1).unwrap()).len(), 1);
+        }
+        let mut flipped = bytes.clone();
+        flipped[one + FRAME_HEAD + 3] ^= 1;
+        assert_eq!(live(scan(&flipped, &[], 1, 1).unwrap()).len(), 1);
+    }
+
+    #[test]
+    fn headers_of_other_stores_and_formats_are_refused() {
+        let bytes = contents(&[], 1);
+        assert!(matches!(
+            scan(&bytes, &[], 2, 1),
+            Err(JournalError::OtherStore { .. })
+        ));
+        let mut newer = bytes.clone();
+        newer[8] = 9;
+        assert!(matches!(
+            scan(&[], &newer, 1, 1),
+            Err(JournalError::Newer(9))
+        ));
+        let mut foreign = bytes;
+        foreign[0] = b'X';
+        assert!(matches!(
+            scan(&foreign, &[], 1, 1),
+            Err(JournalError::Foreign)
+        ));
+        // Unwritten (creation interrupted): empty, not an error.
+        assert!(live(scan(&[0; 20], &[], 1, 1).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn append_switch_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        let (mut j, replay) = Journal::open(&store, 7, 1).unwrap();
+        assert!(replay.is_empty());
+        let e = [
+            Entry::Save(b"{\"a\":1}".to_vec()),
+            Entry::Delete("a".into()),
+        ];
+        j.append(e.iter()).unwrap();
+        assert_eq!(j.next_seq(), 3);
+        drop(j);
+        let (mut j, replay) = Journal::open(&store, 7, 1).unwrap();
+        assert_eq!(replay, e.to_vec());
+        // The other file takes the next frames; the chain crosses over.
+        j.switch();
+        j.append([Entry::Delete("b".into())].iter()).unwrap();
+        drop(j);
+        let (_, replay) = Journal::open(&store, 7, 1).unwrap();
+        assert_eq!(replay.len(), 3);
+        let (mut j, replay) = Journal::open(&store, 7, 3).unwrap();
+        assert_eq!(replay, vec![Entry::Delete("b".into())]);
+        // Grows past its preallocation.
+        let big = [Entry::Save(vec![b'z'; 300 << 10])];
+        j.append(big.iter()).unwrap();
+        drop(j);
+        let (_, replay) = Journal::open(&store, 7, 3).unwrap();
+        assert!(replay.len() == 2 && replay[1] == big[0], "{}", replay.len());
+        // A checkpoint always ends where a file starts: nothing is live.
+        let (j, replay) = Journal::open(&store, 7, 5).unwrap();
+        assert!(replay.is_empty());
+        j.remove().unwrap();
+        assert!(paths_of(&store).iter().all(|p| !p.exists()));
+    }
+}
