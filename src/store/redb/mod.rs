@@ -38,9 +38,9 @@
 //! A redb commit is copy-on-write: it writes every page from the changed
 //! leaf to the root, and syncs twice in the single-writer mode. One
 //! sequential append and one sync is what a durable write needs, so writes
-//! go first to the journal, `<path>-wal0` and `<path>-wal1`
-//! ([format](journal)), preallocated so that an append does not change a
-//! file's size. When the file in use holds 32 MiB, or 8,192 ids are
+//! go first to the journal, `<path>-wal0` and `<path>-wal1` (format:
+//! `src/store/redb/journal.rs`), preallocated so that an append does not
+//! change a file's size. When the file in use holds 32 MiB, or 8,192 ids are
 //! pending, the leader switches to the other file and a checkpointer thread
 //! moves the pending writes into the redb file in one durable commit that
 //! also records how far the journal has been taken in; writers never wait
