@@ -54,9 +54,21 @@ fn child_entry() {
     // libtest has printed "test child_entry ... " without a newline: end it.
     let _ = writeln!(out);
     match mode.as_str() {
-        // Save forever, printing each id once its save has returned.
-        "writer" => rt.block_on(async {
-            let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        // Save forever, printing each id once its save has returned. The
+        // checkpointing writer checkpoints every 16 ids, so kills land in
+        // checkpoints and file switches too.
+        "writer" | "writer-checkpointing" => rt.block_on(async {
+            let options = if mode == "writer" {
+                RedbOptions::default()
+            } else {
+                RedbOptions {
+                    checkpoint_ids: 16,
+                    checkpoint_bytes: 16 << 10,
+                    ..RedbOptions::default()
+                }
+            };
+            let store = RedbStore::open_with(&path, options).unwrap_or_else(|e| panic!("{e}"));
+            let mut checkpoints = 0;
             let pid = std::process::id();
             for i in 0.. {
                 let mut e = env(&format!("p{pid}-{i}"));
@@ -65,6 +77,10 @@ fn child_entry() {
                 }
                 store.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
                 let _ = writeln!(out, "ack {}", e.id);
+                if store.stats().checkpoints > checkpoints {
+                    checkpoints = store.stats().checkpoints;
+                    let _ = writeln!(out, "checkpoints {checkpoints}");
+                }
                 let _ = out.flush();
                 if i % 5 == 4 {
                     // Delete too, so a crash can land in either.
@@ -145,6 +161,17 @@ fn child_entry() {
 
 #[test]
 fn survives_kill_9_loop() {
+    kill_9_loop("writer");
+}
+
+/// The same, with a checkpoint every 16 ids: kills land while checkpoints
+/// run and journal files switch.
+#[test]
+fn survives_kill_9_loop_while_checkpointing() {
+    kill_9_loop("writer-checkpointing");
+}
+
+fn kill_9_loop(mode: &str) {
     let kills: usize = std::env::var("WAGGLE_SOAK_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -155,11 +182,9 @@ fn survives_kill_9_loop() {
     let mut deleted = std::collections::BTreeSet::new();
     let mut deleting = std::collections::BTreeSet::new();
     let rt = rt();
-    let mut journals = 0;
+    let (mut journals, mut checkpoints) = (0, 0_u64);
     for k in 0..kills {
-        let mut proc = child("writer", &path)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut proc = child(mode, &path).spawn().unwrap_or_else(|e| panic!("{e}"));
         let stdout = proc.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let lines = std::thread::spawn(move || {
             BufReader::new(stdout)
@@ -171,16 +196,20 @@ fn survives_kill_9_loop() {
         std::thread::sleep(Duration::from_millis(30 + (k as u64 * 37) % 220));
         proc.kill().unwrap_or_else(|e| panic!("{e}")); // SIGKILL
         let _ = proc.wait();
+        let mut life = 0_u64;
         for line in lines.join().unwrap_or_default() {
             if let Some(id) = line.strip_prefix("ack ") {
                 acked.insert(id.to_owned());
             } else if let Some(id) = line.strip_prefix("del ") {
                 deleted.insert(id.to_owned());
+            } else if let Some(n) = line.strip_prefix("checkpoints ") {
+                life = n.parse().unwrap_or(life);
             } else if let Some(id) = line.strip_prefix("deleting ") {
                 // In flight when killed: may or may not have landed.
                 deleting.insert(id.to_owned());
             }
         }
+        checkpoints += life;
         // Killed, the writer left its journal for the reopen to replay.
         if std::fs::metadata(wal_of(&path)).is_ok_and(|m| m.len() > 32) {
             journals += 1;
@@ -221,10 +250,16 @@ fn survives_kill_9_loop() {
         acked.len()
     );
     println!(
-        "kill -9: kills survived: {kills}, journals replayed: {journals}, acknowledged saves: {}, acknowledged deletes: {lost_deletes}, records lost: 0",
+        "kill -9 ({mode}): kills survived: {kills}, journals replayed: {journals}, checkpoints: {checkpoints}, acknowledged saves: {}, acknowledged deletes: {lost_deletes}, records lost: 0",
         acked.len()
     );
     assert!(journals > 0, "no kill left a journal to replay");
+    if mode == "writer-checkpointing" {
+        assert!(
+            checkpoints > kills as u64,
+            "too few checkpoints: {checkpoints}"
+        );
+    }
 }
 
 #[test]

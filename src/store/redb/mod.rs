@@ -41,7 +41,8 @@
 //! go first to the journal, `<path>-wal0` and `<path>-wal1` (format:
 //! `src/store/redb/journal.rs`), preallocated so that an append does not
 //! change a file's size. When the file in use holds 32 MiB, or 8,192 ids are
-//! pending, the leader switches to the other file and a checkpointer thread
+//! pending ([`RedbOptions::checkpoint_bytes`], [`RedbOptions::checkpoint_ids`]),
+//! the leader switches to the other file and a checkpointer thread
 //! moves the pending writes into the redb file in one durable commit that
 //! also records how far the journal has been taken in; writers never wait
 //! for it. Opening replays what the redb file does not hold yet; a clean
@@ -102,6 +103,13 @@ pub struct RedbOptions {
     /// How many decoded records to keep in memory for `find_by_id`
     /// (about half a kilobyte each). `0` disables the cache. Default 100,000.
     pub cache_entries: usize,
+    /// Journal bytes (in the file being appended to) that start a
+    /// checkpoint: bounds the journal files and the replay after a crash.
+    /// Default 32 MiB.
+    pub checkpoint_bytes: u64,
+    /// Changed ids that start a checkpoint: bounds the memory the pending
+    /// writes take and the length of one checkpoint. Default 8,192.
+    pub checkpoint_ids: usize,
 }
 
 impl Default for RedbOptions {
@@ -109,6 +117,8 @@ impl Default for RedbOptions {
         Self {
             live_readers: true,
             cache_entries: 100_000,
+            checkpoint_bytes: 32 << 20,
+            checkpoint_ids: 8192,
         }
     }
 }
@@ -297,6 +307,7 @@ impl RedbStore {
             in_flight: None,
             durable_next,
             broken: None,
+            checkpoint_at: (options.checkpoint_bytes, options.checkpoint_ids),
             lookup: None,
         });
         tracing::info!(path = %path.display(), elapsed = ?started.elapsed(), "opened redb store");

@@ -17,8 +17,10 @@
 //! worker's other tasks elsewhere meanwhile), on a current-thread runtime
 //! on the blocking pool.
 //!
-//! When the journal file in use has grown past [`CHECKPOINT_BYTES`] or
-//! [`CHECKPOINT_IDS`] ids are pending, the leader *freezes* the pending
+//! When the journal file in use has grown past
+//! [`RedbOptions::checkpoint_bytes`](super::RedbOptions) or that many ids
+//! ([`checkpoint_ids`](super::RedbOptions)) are pending, the leader
+//! *freezes* the pending
 //! writes and switches journal files; the checkpointer thread writes the
 //! frozen writes into the redb file in one durable commit that also
 //! records how far the journal has been taken in. Writers never wait for a
@@ -43,14 +45,6 @@ use crate::store::redb::Handle;
 
 /// The most requests one batch takes.
 const MAX_BATCH: usize = 4096;
-/// Journal size that triggers a checkpoint. A checkpoint costs about the
-/// number of distinct ids it writes, not the journal's size, so a big
-/// journal makes rewrites of the same ids cheap; it bounds replay after a
-/// crash (a fraction of a second) and the journal file.
-pub(super) const CHECKPOINT_BYTES: u64 = 32 << 20;
-/// Pending ids that trigger a checkpoint: bounds the memory they take and
-/// the length of one checkpoint.
-pub(super) const CHECKPOINT_IDS: usize = 8192;
 
 pub(super) enum Op {
     /// `env` rides along so readers get it without decoding.
@@ -394,6 +388,8 @@ pub(super) struct Writer {
     /// Set when a failed append could not be fenced off by a checkpoint:
     /// writes are refused until the store is reopened.
     pub(super) broken: Option<String>,
+    /// Journal bytes and pending ids that start a checkpoint.
+    pub(super) checkpoint_at: (u64, usize),
     /// A snapshot of the records table for existence checks, and the cache
     /// generation it was taken at.
     pub(super) lookup: Option<(u64, redb::ReadOnlyTable<&'static str, &'static [u8]>)>,
@@ -490,8 +486,8 @@ impl Writer {
     /// Freezes the pending writes and hands them to the checkpointer when
     /// the journal file in use is big enough and no checkpoint is running.
     fn maybe_checkpoint(&mut self) {
-        let due = self.journal.live_bytes() >= CHECKPOINT_BYTES
-            || self.shared.state().pending.len() >= CHECKPOINT_IDS;
+        let (bytes, ids) = self.checkpoint_at;
+        let due = self.journal.live_bytes() >= bytes || self.shared.state().pending.len() >= ids;
         if !due || !self.settle(false) {
             return;
         }
