@@ -396,11 +396,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    fn db(&self) -> &Database {
+    fn db(&self) -> Result<&Database> {
         match &*self.db {
-            Handle::Write(db) => db,
+            Handle::Write(db) => Ok(db),
             // `RedbStore` gives a writer only a writable handle.
-            Handle::Read(_) => unreachable!("a writer on a read-only handle"),
+            Handle::Read(_) => Err(Error::storage("writing", "the store is open read-only")),
         }
     }
 
@@ -515,7 +515,7 @@ impl Writer {
     fn drain(&mut self) -> Result<()> {
         if let Some((job, _)) = self.in_flight.take() {
             if let Some(Err(_)) = self.checkpointer.outcome(job.next, true) {
-                run_checkpoint(self.db(), &self.shared, &job, true)?;
+                run_checkpoint(self.db()?, &self.shared, &job, true)?;
             }
             self.durable_next = job.next;
         }
@@ -524,7 +524,7 @@ impl Writer {
             next: self.journal.next_seq(),
         };
         if !job.pending.is_empty() || job.next != self.durable_next {
-            run_checkpoint(self.db(), &self.shared, &job, false)?;
+            run_checkpoint(self.db()?, &self.shared, &job, false)?;
             self.durable_next = job.next;
         }
         Ok(())
@@ -544,7 +544,7 @@ impl Writer {
         let generation = self.shared.cache.generation();
         if self.lookup.as_ref().is_none_or(|(g, _)| *g != generation) {
             let txn = self
-                .db()
+                .db()?
                 .begin_read()
                 .map_err(storage("beginning a read"))?;
             let table = txn
