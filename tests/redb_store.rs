@@ -604,6 +604,66 @@ fn set_meta(path: &Path, key: &str, value: &str) {
     txn.commit().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A store written by the first format (no journal keys) opens, keeps its
+/// records, and is upgraded to the current format on its first writable
+/// open, so that a build that would not replay the journal refuses it.
+#[test]
+fn a_version_1_store_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    valid_store(&path, 5);
+    {
+        let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let table: redb::TableDefinition<&str, &str> =
+                redb::TableDefinition::new("waggle_meta");
+            let mut t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
+            t.insert("format_version", "1")
+                .unwrap_or_else(|e| panic!("{e}"));
+            for key in ["journal_id", "journal_next"] {
+                t.remove(key).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        txn.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(meta(&path, "journal_id"), None);
+    rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.count().await.ok(), Some(5));
+        store
+            .save(&env("after"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+    });
+    assert_eq!(
+        meta(&path, "format_version").as_deref(),
+        Some(
+            waggle_store::store::redb::FORMAT_VERSION
+                .to_string()
+                .as_str()
+        )
+    );
+    assert!(meta(&path, "journal_id").is_some());
+    rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.count().await.ok(), Some(6));
+    });
+}
+
+/// One metadata value of a closed store.
+fn meta(path: &Path, key: &str) -> Option<String> {
+    use redb::ReadableDatabase;
+    let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let txn = db.begin_read().unwrap_or_else(|e| panic!("{e}"));
+    let table: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("waggle_meta");
+    let t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
+    t.get(key)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|v| v.value().to_owned())
+}
+
 /// Every bad file is refused with an error naming the path, without a
 /// panic and without changing the file.
 #[test]

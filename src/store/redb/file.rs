@@ -218,10 +218,15 @@ pub(super) fn initialise(db: &Database) -> Result<()> {
             .map_err(storage("initialising the store"))?;
         let format_version = FORMAT_VERSION.to_string();
         let schema_version = record::SCHEMA_VERSION.to_string();
+        // A new store gets its journal keys here, in the same commit, not
+        // in a second one from `ensure_journal_meta`.
+        let journal_id = new_journal_id().to_string();
         for (k, v) in [
             ("format", FORMAT_NAME),
             ("format_version", format_version.as_str()),
             ("schema_version", schema_version.as_str()),
+            (JOURNAL_ID, journal_id.as_str()),
+            (JOURNAL_NEXT, "1"),
         ] {
             meta.insert(k, v)
                 .map_err(storage("initialising the store"))?;
@@ -255,8 +260,8 @@ pub(super) fn journal_meta(txn: &ReadTransaction) -> Result<Option<(u64, u64)>> 
     }
 }
 
-/// Gives a store that has no journal metadata yet (new, or version 1) its
-/// journal id, and returns `(id, journal_next)`.
+/// Gives a version 1 store (which has no journal metadata) its journal id,
+/// and returns `(id, journal_next)`.
 pub(super) fn ensure_journal_meta(db: &Database) -> Result<(u64, u64)> {
     let txn = db.begin_read().map_err(storage("beginning a read"))?;
     if let Some(found) = journal_meta(&txn)? {

@@ -132,8 +132,7 @@ pub(super) fn find_all(txn: &ReadTransaction, overlay: &Overlay) -> Result<Vec<E
         let (id, bytes) = entry.map_err(storage("reading"))?;
         let id = id.value();
         // Pending ids before this one are new.
-        while let Some((p, value)) = overlay.next_if(|(p, _)| p.as_str() < id) {
-            debug_assert!(p.as_str() < id);
+        while let Some((_, value)) = overlay.next_if(|(p, _)| p.as_str() < id) {
             all.extend(value.clone());
         }
         match overlay.next_if(|(p, _)| p.as_str() == id) {

@@ -321,11 +321,7 @@ impl Lane {
                 let Some(writer) = writer else {
                     return; // closed: `close` answered everything
                 };
-                let taken = writer.round(queue);
-                self.queued.fetch_sub(
-                    isize::try_from(taken).unwrap_or(isize::MAX),
-                    Ordering::SeqCst,
-                );
+                let taken = self.round(writer, queue);
                 done += 1;
                 if taken == 0 {
                     break;
@@ -350,6 +346,17 @@ impl Lane {
         }
     }
 
+    /// One round of `writer`, and the requests it took no longer counted
+    /// as queued.
+    fn round(&self, writer: &mut Writer, queue: &mpsc::Receiver<Request>) -> usize {
+        let taken = writer.round(queue);
+        self.queued.fetch_sub(
+            isize::try_from(taken).unwrap_or(isize::MAX),
+            Ordering::SeqCst,
+        );
+        taken
+    }
+
     /// Closes the write path: waits for any leader, answers what is queued,
     /// checkpoints everything and removes the journal, stops the
     /// checkpointer. Blocking.
@@ -357,16 +364,7 @@ impl Lane {
         let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         let Core { queue, writer } = &mut *core;
         if let Some(mut writer) = writer.take() {
-            loop {
-                let taken = writer.round(queue);
-                self.queued.fetch_sub(
-                    isize::try_from(taken).unwrap_or(isize::MAX),
-                    Ordering::SeqCst,
-                );
-                if taken == 0 {
-                    break;
-                }
-            }
+            while self.round(&mut writer, queue) > 0 {}
             writer.finish();
         }
     }
@@ -566,7 +564,12 @@ impl Writer {
         }
         let n = ops.len();
         match self.decide(ops) {
-            Ok((results, entries, effects, delta)) => {
+            Ok(Decision {
+                results,
+                entries,
+                effects,
+                delta,
+            }) => {
                 if entries.is_empty() {
                     return results;
                 }
@@ -585,18 +588,8 @@ impl Writer {
         }
     }
 
-    /// What each op does: its result, the journal entries, the changes to
-    /// the pending state and to the count.
-    #[allow(clippy::type_complexity)]
-    fn decide(
-        &mut self,
-        ops: Vec<Op>,
-    ) -> Result<(
-        Vec<Result<()>>,
-        Vec<Entry>,
-        Vec<(String, Option<Environment>)>,
-        isize,
-    )> {
+    /// What each op of a batch does.
+    fn decide(&mut self, ops: Vec<Op>) -> Result<Decision> {
         let overlay = self.shared.state().overlay();
         let mut after: HashMap<String, bool> = HashMap::new();
         let (mut results, mut entries, mut effects) = (Vec::new(), Vec::new(), Vec::new());
@@ -628,7 +621,12 @@ impl Writer {
                 Op::Delete { id } => results.push(Err(Error::NotFound { id })),
             }
         }
-        Ok((results, entries, effects, delta))
+        Ok(Decision {
+            results,
+            entries,
+            effects,
+            delta,
+        })
     }
 
     /// Makes `entries` durable in the journal. A failure that may have left
@@ -676,6 +674,18 @@ impl Writer {
         c.saves.fetch_add(saves, Ordering::Relaxed);
         c.deletes.fetch_add(deletes, Ordering::Relaxed);
     }
+}
+
+/// What a batch does, decided before anything is written.
+struct Decision {
+    /// Each op's answer, in order.
+    results: Vec<Result<()>>,
+    /// The journal frames to write (misses of `delete` write none).
+    entries: Vec<Entry>,
+    /// What readers will see: id → new value, `None` for a delete.
+    effects: Vec<(String, Option<Environment>)>,
+    /// The change to the count.
+    delta: isize,
 }
 
 /// The batch's failure, once for each of its callers.
