@@ -592,14 +592,20 @@ fn foreign_redb(path: &Path) {
     txn.commit().unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Rewrites one metadata key of a closed store.
-fn set_meta(path: &Path, key: &str, value: &str) {
+/// Sets (`Some`) or removes (`None`) metadata keys of a closed store.
+fn set_meta(path: &Path, edits: &[(&str, Option<&str>)]) {
     let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
     let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
     {
         let table: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("waggle_meta");
         let mut t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
-        t.insert(key, value).unwrap_or_else(|e| panic!("{e}"));
+        for &(key, value) in edits {
+            match value {
+                Some(value) => t.insert(key, value).map(drop),
+                None => t.remove(key).map(drop),
+            }
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
     }
     txn.commit().unwrap_or_else(|e| panic!("{e}"));
 }
@@ -612,21 +618,14 @@ fn a_version_1_store_is_upgraded() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("waggle.db");
     valid_store(&path, 5);
-    {
-        let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
-        {
-            let table: redb::TableDefinition<&str, &str> =
-                redb::TableDefinition::new("waggle_meta");
-            let mut t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
-            t.insert("format_version", "1")
-                .unwrap_or_else(|e| panic!("{e}"));
-            for key in ["journal_id", "journal_next"] {
-                t.remove(key).unwrap_or_else(|e| panic!("{e}"));
-            }
-        }
-        txn.commit().unwrap_or_else(|e| panic!("{e}"));
-    }
+    set_meta(
+        &path,
+        &[
+            ("format_version", Some("1")),
+            ("journal_id", None),
+            ("journal_next", None),
+        ],
+    );
     assert_eq!(meta(&path, "journal_id"), None);
     rt().block_on(async {
         let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -697,7 +696,7 @@ fn bad_files_are_refused_untouched() {
             "a newer schema",
             |p| {
                 valid_store(p, 3);
-                set_meta(p, "schema_version", "99");
+                set_meta(p, &[("schema_version", Some("99"))]);
             },
             "schema_version is 99",
         ),
@@ -705,7 +704,7 @@ fn bad_files_are_refused_untouched() {
             "a newer format",
             |p| {
                 valid_store(p, 3);
-                set_meta(p, "format_version", "7");
+                set_meta(p, &[("format_version", Some("7"))]);
             },
             "format_version is 7",
         ),
@@ -713,7 +712,7 @@ fn bad_files_are_refused_untouched() {
             "metadata naming another format",
             |p| {
                 valid_store(p, 1);
-                set_meta(p, "format", "other");
+                set_meta(p, &[("format", Some("other"))]);
             },
             "does not name waggle-store",
         ),
