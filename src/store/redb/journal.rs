@@ -295,6 +295,19 @@ pub(super) enum AppendError {
     Write(io::Error),
 }
 
+/// A failure [`Journal::append`] is made to have, for tests of what the
+/// writer does after it.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fault {
+    /// Growing the preallocation fails: no frame is written.
+    Grow,
+    /// Half of the frames' bytes reach the file, then the write fails.
+    TornWrite,
+    /// Every frame reaches the file, then the sync fails.
+    Sync,
+}
+
 /// One of the two journal files.
 #[derive(Debug)]
 struct Log {
@@ -386,6 +399,9 @@ pub(super) struct Journal {
     /// The sequence number of the next frame.
     next_seq: u64,
     buf: Vec<u8>,
+    /// A failure the next append has.
+    #[cfg(test)]
+    pub(super) fault: Option<Fault>,
 }
 
 impl Journal {
@@ -406,6 +422,8 @@ impl Journal {
             active: last,
             next_seq: next + entries.len() as u64,
             buf: Vec::new(),
+            #[cfg(test)]
+            fault: None,
         };
         journal.logs[last].end = end;
         for (log, bytes) in journal.logs.iter_mut().zip(&contents) {
@@ -444,6 +462,19 @@ impl Journal {
         if needed > log.allocated {
             let target = needed.max(log.allocated + GROWTH);
             log.grow(target).map_err(AppendError::Grow)?;
+        }
+        #[cfg(test)]
+        if let Some(fault) = self.fault.take() {
+            let injected = || io::Error::other("injected fault");
+            let written = match fault {
+                Fault::Grow => return Err(AppendError::Grow(injected())),
+                Fault::TornWrite => &self.buf[..self.buf.len() / 2],
+                Fault::Sync => &self.buf[..],
+            };
+            log.file
+                .write_all_at(written, log.end)
+                .map_err(AppendError::Write)?;
+            return Err(AppendError::Write(injected()));
         }
         log.file
             .write_all_at(&self.buf, log.end)

@@ -54,6 +54,8 @@
 //! current-thread); its reads use `spawn_blocking`.
 
 mod cache;
+#[cfg(test)]
+mod faults;
 mod file;
 mod journal;
 mod maintenance;

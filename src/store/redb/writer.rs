@@ -357,6 +357,39 @@ impl Lane {
         taken
     }
 
+    /// Makes the next journal append fail with `fault`.
+    #[cfg(test)]
+    pub(super) fn inject(&self, fault: super::journal::Fault) {
+        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(writer) = &mut core.writer {
+            writer.journal.fault = Some(fault);
+        }
+    }
+
+    /// Checkpoints now (which switches journal files) and waits for it.
+    #[cfg(test)]
+    pub(super) fn checkpoint_now(&self) {
+        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(writer) = &mut core.writer {
+            let at = std::mem::take(&mut writer.checkpoint_at);
+            writer.maybe_checkpoint();
+            writer.checkpoint_at = at;
+            writer.settle(true);
+        }
+    }
+
+    /// Queues `requests` and leads them on this thread as one batch.
+    #[cfg(test)]
+    pub(super) fn submit_batch(self: &Arc<Self>, requests: Vec<Request>) {
+        let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        for request in requests {
+            if self.sender.send(request).is_ok() {
+                self.queued.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        self.lead_with(core, usize::MAX);
+    }
+
     /// Closes the write path: waits for any leader, answers what is queued,
     /// checkpoints everything and removes the journal, stops the
     /// checkpointer. Blocking.
