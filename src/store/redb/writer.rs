@@ -134,6 +134,9 @@ pub(super) fn commit_pending(db: &Database, pending: &Pending, next: u64) -> Res
 /// after them.
 #[derive(Clone)]
 pub(super) struct Job {
+    /// Which job: two jobs can end at the same `next` (the second with
+    /// nothing new), so outcomes are told apart by this.
+    id: u64,
     pending: Arc<Pending>,
     next: u64,
 }
@@ -141,7 +144,7 @@ pub(super) struct Job {
 /// What the checkpointer tells the writer.
 #[derive(Default)]
 struct Outcome {
-    /// The job it last finished, and whether it succeeded.
+    /// The id of the job it last finished, and whether it succeeded.
     finished: Option<(u64, std::result::Result<(), String>)>,
 }
 
@@ -150,12 +153,23 @@ struct Outcome {
 pub(super) struct Checkpointer {
     outcome: Mutex<Outcome>,
     done: Condvar,
+    /// Jobs made so far: the next job's id.
+    jobs: AtomicU64,
 }
 
 impl Checkpointer {
-    fn finish(&self, next: u64, result: std::result::Result<(), String>) {
+    /// A job for `pending`, ending at `next`.
+    fn job(&self, pending: Arc<Pending>, next: u64) -> Job {
+        Job {
+            id: self.jobs.fetch_add(1, Ordering::Relaxed),
+            pending,
+            next,
+        }
+    }
+
+    fn finish(&self, id: u64, result: std::result::Result<(), String>) {
         let mut o = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
-        o.finished = Some((next, result));
+        o.finished = Some((id, result));
         self.done.notify_all();
     }
 
@@ -165,12 +179,12 @@ impl Checkpointer {
         o.finished = None;
     }
 
-    /// The outcome of the job ending at `next`: waits for it if `wait`.
-    fn outcome(&self, next: u64, wait: bool) -> Option<std::result::Result<(), String>> {
+    /// The outcome of job `id`: waits for it if `wait`.
+    fn outcome(&self, id: u64, wait: bool) -> Option<std::result::Result<(), String>> {
         let mut o = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             match &o.finished {
-                Some((n, result)) if *n == next => return Some(result.clone()),
+                Some((n, result)) if *n == id => return Some(result.clone()),
                 _ if !wait => return None,
                 _ => o = self.done.wait(o).unwrap_or_else(PoisonError::into_inner),
             }
@@ -224,7 +238,7 @@ pub(super) fn checkpoint_loop(
         if let Err(e) = &result {
             tracing::error!(error = %e, "checkpoint failed; the journal keeps every write, retrying");
         }
-        checkpointer.finish(job.next, result);
+        checkpointer.finish(job.id, result);
     }
 }
 
@@ -495,7 +509,7 @@ impl Writer {
         let Some((job, failed_at)) = &mut self.in_flight else {
             return true;
         };
-        match self.checkpointer.outcome(job.next, wait) {
+        match self.checkpointer.outcome(job.id, wait) {
             Some(Ok(())) => {
                 self.durable_next = job.next;
                 self.in_flight = None;
@@ -529,10 +543,7 @@ impl Writer {
             pending
         };
         self.journal.switch();
-        let job = Job {
-            pending,
-            next: self.journal.next_seq(),
-        };
+        let job = self.checkpointer.job(pending, self.journal.next_seq());
         if let Some((jobs, _)) = &self.jobs
             && jobs.send(job.clone()).is_ok()
         {
@@ -545,15 +556,13 @@ impl Writer {
     /// journal files hold nothing the redb file lacks.
     fn drain(&mut self) -> Result<()> {
         if let Some((job, _)) = self.in_flight.take() {
-            if let Some(Err(_)) = self.checkpointer.outcome(job.next, true) {
+            if let Some(Err(_)) = self.checkpointer.outcome(job.id, true) {
                 run_checkpoint(self.db()?, &self.shared, &job, true)?;
             }
             self.durable_next = job.next;
         }
-        let job = Job {
-            pending: Arc::clone(&self.shared.state().pending),
-            next: self.journal.next_seq(),
-        };
+        let pending = Arc::clone(&self.shared.state().pending);
+        let job = self.checkpointer.job(pending, self.journal.next_seq());
         if !job.pending.is_empty() || job.next != self.durable_next {
             run_checkpoint(self.db()?, &self.shared, &job, false)?;
             self.durable_next = job.next;
@@ -726,5 +735,26 @@ fn same_failure(e: &Error) -> Error {
     match e {
         Error::Storage { context, source } => Error::storage(context, source.to_string()),
         other => Error::storage("committing", other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_ending_where_the_last_one_did_has_its_own_outcome() {
+        let checkpointer = Checkpointer::default();
+        let first = checkpointer.job(Arc::default(), 5);
+        checkpointer.finish(first.id, Ok(()));
+        // Nothing written since: the next job ends at the same number.
+        let second = checkpointer.job(Arc::default(), 5);
+        assert_eq!(checkpointer.outcome(first.id, false), Some(Ok(())));
+        assert_eq!(checkpointer.outcome(second.id, false), None);
+        checkpointer.finish(second.id, Err("disk".into()));
+        assert_eq!(
+            checkpointer.outcome(second.id, false),
+            Some(Err("disk".into()))
+        );
     }
 }
