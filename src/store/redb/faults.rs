@@ -41,6 +41,37 @@ fn ids(rt: &tokio::runtime::Runtime, store: &RedbStore) -> BTreeSet<String> {
     all.into_iter().map(|e| e.id).collect()
 }
 
+/// One batch of four frames (three saves, a delete of `a0`), led as one
+/// batch after `fault` is injected; every answer must be a storage error.
+/// Returns how many were refused.
+fn refused_batch(store: &RedbStore, fault: Fault, fence_fails: bool, case: &str) -> usize {
+    let lane = store.lane.clone().expect("a writable store");
+    lane.inject(fault, fence_fails);
+    let (requests, answers): (Vec<_>, Vec<_>) = [
+        save("b0"),
+        save("b1"),
+        Op::Delete { id: "a0".into() },
+        save("b2"),
+    ]
+    .into_iter()
+    .map(|op| {
+        let (reply, answer) = oneshot::channel();
+        (Request { op, reply }, answer)
+    })
+    .unzip();
+    lane.submit_batch(requests);
+    answers
+        .into_iter()
+        .map(|answer| {
+            let result = answer.blocking_recv().expect("an answer");
+            assert!(
+                matches!(result, Err(Error::Storage { .. })),
+                "{case}: {result:?}"
+            );
+        })
+        .count()
+}
+
 /// Copies the store file and its journal as a `kill -9` now would leave
 /// them, and opens the copy.
 fn crash_image(store: &Path, into: &Path) -> RedbStore {
@@ -84,29 +115,7 @@ fn failed_appends_are_fenced_off() {
             lane.checkpoint_now();
         }
 
-        // One batch of four frames (three saves, a delete) that fails.
-        lane.inject(fault);
-        let (requests, answers): (Vec<_>, Vec<_>) = [
-            save("b0"),
-            save("b1"),
-            Op::Delete { id: "a0".into() },
-            save("b2"),
-        ]
-        .into_iter()
-        .map(|op| {
-            let (reply, answer) = oneshot::channel();
-            (Request { op, reply }, answer)
-        })
-        .unzip();
-        lane.submit_batch(requests);
-        for answer in answers {
-            let result = answer.blocking_recv().expect("an answer");
-            assert!(
-                matches!(result, Err(Error::Storage { .. })),
-                "{case}: {result:?}"
-            );
-            refused += 1;
-        }
+        refused += refused_batch(&store, fault, false, &case);
 
         // Three frames of the same sizes as its first three: if they took
         // its numbers and its place, a replay would follow them with its
@@ -136,5 +145,52 @@ fn failed_appends_are_fenced_off() {
     println!(
         "faults injected: 9, writes refused: {refused}, acknowledged after a fault: \
          {acknowledged}, crash images checked: {images}, refused writes kept: 0, records lost: 0"
+    );
+}
+
+/// When the checkpoint that fences a failed batch off fails too, writes
+/// are refused until the store is reopened, and the batch's frames are
+/// erased so that a crash before then does not replay them.
+#[test]
+fn a_failed_fence_refuses_writes_until_reopened() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let (mut refused, mut images) = (0, 0);
+    for fault in [Fault::TornWrite, Fault::Sync] {
+        let case = format!("{fault:?}, fence fails");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.redb");
+        let store = RedbStore::open(&path).expect("open");
+        let expected: BTreeSet<String> = ["a0", "a1", "a2", "a3"].map(String::from).into();
+        for id in &expected {
+            rt.block_on(store.save(&env(id))).expect("save");
+        }
+        refused += refused_batch(&store, fault, true, &case);
+        let later = rt.block_on(store.save(&env("c0")));
+        assert!(
+            matches!(&later, Err(e) if e.to_string().contains("reopen the store")),
+            "{case}: {later:?}"
+        );
+        refused += 1;
+        assert_eq!(ids(&rt, &store), expected, "{case}: live store");
+
+        let image_dir = tempfile::tempdir().expect("tempdir");
+        let image = crash_image(&path, image_dir.path());
+        assert_eq!(ids(&rt, &image), expected, "{case}: crash image");
+        image.close().expect("close the image");
+        images += 1;
+
+        store.close().expect("close");
+        let reopened = RedbStore::open(&path).expect("reopen");
+        assert_eq!(ids(&rt, &reopened), expected, "{case}: reopened");
+        rt.block_on(reopened.save(&env("c0")))
+            .expect("writes again after a reopen");
+        reopened.close().expect("close");
+    }
+    println!(
+        "fences failed: 2, writes refused: {refused}, crash images checked: {images}, \
+         refused writes kept: 0, records lost: 0"
     );
 }

@@ -491,6 +491,16 @@ impl Journal {
         self.next_seq += n;
     }
 
+    /// Overwrites with zeros, and syncs, where the last append that failed
+    /// wrote its frames, so a replay ends before them. For when they
+    /// cannot be fenced off by a checkpoint; appends must not go on after
+    /// it (their numbers would not follow on).
+    pub(super) fn erase_failed(&mut self) -> io::Result<()> {
+        let log = &self.logs[self.active];
+        log.file.write_all_at(&vec![0; self.buf.len()], log.end)?;
+        log.file.sync_data()
+    }
+
     /// Sends later frames to the other file, from its header on. Only once
     /// everything in that file is in the redb file.
     pub(super) fn switch(&mut self) {

@@ -311,6 +311,8 @@ impl RedbStore {
             broken: None,
             checkpoint_at: (options.checkpoint_bytes, options.checkpoint_ids),
             lookup: None,
+            #[cfg(test)]
+            fail_drain: false,
         });
         tracing::info!(path = %path.display(), elapsed = ?started.elapsed(), "opened redb store");
         Ok(Self {

@@ -371,12 +371,14 @@ impl Lane {
         taken
     }
 
-    /// Makes the next journal append fail with `fault`.
+    /// Makes the next journal append fail with `fault`, and if
+    /// `then_drain`, the checkpoint that fences it off too.
     #[cfg(test)]
-    pub(super) fn inject(&self, fault: super::journal::Fault) {
+    pub(super) fn inject(&self, fault: super::journal::Fault, then_drain: bool) {
         let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(writer) = &mut core.writer {
             writer.journal.fault = Some(fault);
+            writer.fail_drain = then_drain;
         }
     }
 
@@ -438,6 +440,9 @@ pub(super) struct Writer {
     /// A snapshot of the records table for existence checks, and the cache
     /// generation it was taken at.
     pub(super) lookup: Option<(u64, redb::ReadOnlyTable<&'static str, &'static [u8]>)>,
+    /// Makes the next drain fail.
+    #[cfg(test)]
+    pub(super) fail_drain: bool,
 }
 
 impl Writer {
@@ -555,6 +560,10 @@ impl Writer {
     /// what is pending into the redb file on this thread. Afterwards both
     /// journal files hold nothing the redb file lacks.
     fn drain(&mut self) -> Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_drain) {
+            return Err(Error::storage("checkpointing", "injected fault"));
+        }
         if let Some((job, _)) = self.in_flight.take() {
             if let Some(Err(_)) = self.checkpointer.outcome(job.id, true) {
                 run_checkpoint(self.db()?, &self.shared, &job, true)?;
@@ -686,6 +695,10 @@ impl Writer {
         match self.drain() {
             Ok(()) => self.journal.switch(),
             Err(e) => {
+                // Not fenced: at least keep a replay from taking them.
+                if let Err(erase) = self.journal.erase_failed() {
+                    tracing::error!(error = %erase, "could not erase the refused frames; a replay may apply them");
+                }
                 self.broken = Some(format!(
                     "a journal write failed ({failed}) and the checkpoint after it too ({e}); reopen the store"
                 ));
