@@ -85,12 +85,37 @@ fn crash_image(store: &Path, into: &Path) -> RedbStore {
     RedbStore::open(&copy).expect("open the crash image")
 }
 
-#[test]
-fn failed_appends_are_fenced_off() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// Checks that `store` (at `path`) holds exactly `expected`: live, in a
+/// crash image taken now, and after a clean close and a reopen. Returns
+/// the reopened store.
+fn holds_everywhere(
+    rt: &tokio::runtime::Runtime,
+    store: RedbStore,
+    path: &Path,
+    expected: &BTreeSet<String>,
+    case: &str,
+) -> RedbStore {
+    assert_eq!(&ids(rt, &store), expected, "{case}: live store");
+    let image_dir = tempfile::tempdir().expect("tempdir");
+    let image = crash_image(path, image_dir.path());
+    assert_eq!(&ids(rt, &image), expected, "{case}: crash image");
+    image.close().expect("close the image");
+    store.close().expect("close");
+    let reopened = RedbStore::open(path).expect("reopen");
+    assert_eq!(&ids(rt, &reopened), expected, "{case}: reopened");
+    reopened
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+#[test]
+fn failed_appends_are_fenced_off() {
+    let rt = runtime();
     let (mut refused, mut acknowledged, mut images) = (0, 0, 0);
     let faults = [Fault::Grow, Fault::TornWrite, Fault::Sync];
     // The failing batch in the middle of the first journal file, and first
@@ -130,16 +155,8 @@ fn failed_appends_are_fenced_off() {
             .expect("delete after the fault");
         expected.remove("a1");
         acknowledged += 3;
-
-        assert_eq!(ids(&rt, &store), expected, "{case}: live store");
-        let image_dir = tempfile::tempdir().expect("tempdir");
-        let image = crash_image(&path, image_dir.path());
-        assert_eq!(ids(&rt, &image), expected, "{case}: crash image");
-        image.close().expect("close the image");
+        let reopened = holds_everywhere(&rt, store, &path, &expected, &case);
         images += 1;
-        store.close().expect("close");
-        let reopened = RedbStore::open(&path).expect("reopen");
-        assert_eq!(ids(&rt, &reopened), expected, "{case}: reopened");
         reopened.close().expect("close");
     }
     println!(
@@ -153,10 +170,7 @@ fn failed_appends_are_fenced_off() {
 /// erased so that a crash before then does not replay them.
 #[test]
 fn a_failed_fence_refuses_writes_until_reopened() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let (mut refused, mut images) = (0, 0);
     for fault in [Fault::TornWrite, Fault::Sync] {
         let case = format!("{fault:?}, fence fails");
@@ -174,17 +188,8 @@ fn a_failed_fence_refuses_writes_until_reopened() {
             "{case}: {later:?}"
         );
         refused += 1;
-        assert_eq!(ids(&rt, &store), expected, "{case}: live store");
-
-        let image_dir = tempfile::tempdir().expect("tempdir");
-        let image = crash_image(&path, image_dir.path());
-        assert_eq!(ids(&rt, &image), expected, "{case}: crash image");
-        image.close().expect("close the image");
+        let reopened = holds_everywhere(&rt, store, &path, &expected, &case);
         images += 1;
-
-        store.close().expect("close");
-        let reopened = RedbStore::open(&path).expect("reopen");
-        assert_eq!(ids(&rt, &reopened), expected, "{case}: reopened");
         rt.block_on(reopened.save(&env("c0")))
             .expect("writes again after a reopen");
         reopened.close().expect("close");
