@@ -372,13 +372,13 @@ impl Lane {
     }
 
     /// Makes the next journal append fail with `fault`, and if
-    /// `then_drain`, the checkpoint that fences it off too.
+    /// `fence_fails`, the checkpoint that fences it off too.
     #[cfg(test)]
-    pub(super) fn inject(&self, fault: super::journal::Fault, then_drain: bool) {
+    pub(super) fn inject(&self, fault: super::journal::Fault, fence_fails: bool) {
         let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(writer) = &mut core.writer {
             writer.journal.fault = Some(fault);
-            writer.fail_drain = then_drain;
+            writer.fail_drain = fence_fails;
         }
     }
 
