@@ -234,23 +234,26 @@ impl RedbStore {
         let db = match meta {
             Some(m) if m.is_dir() => return Err(open_error(path, "it is a directory", HINT_DIR)),
             Some(m) if !m.is_file() => return Err(not_regular(path)),
-            Some(m) if m.len() == 0 => options
-                .builder()
-                .create(path)
-                .map_err(|e| database_error(path, e))?,
+            // Empty (a crash of an older version while creating, or made by
+            // hand): replaced whole by a new store.
+            Some(m) if m.len() == 0 => match create_store(path, &options, Place::OverEmpty)? {
+                Some(db) => db,
+                None => return Self::open_inner(path, options),
+            },
             Some(_) => {
                 // Look before writing anything: a read-only open changes nothing.
                 match options.builder().open_read_only(path) {
                     Ok(ro) => {
-                        inspect_opening(path, ro.begin_read())?;
                         // A journal that cannot be used is refused before
-                        // the writable open touches the file.
-                        let txn = ro.begin_read().map_err(|e| damaged(path, &e))?;
-                        if let Some((id, next)) = journal_meta(&txn)? {
-                            journal::check(path, id, next)
-                                .map_err(|(at, e)| journal_error(&at, e))?;
+                        // the writable open touches the file. An empty
+                        // file (no tables) has none and is initialised below.
+                        if let Layout::Ours = inspect_opening(path, ro.begin_read())? {
+                            let txn = ro.begin_read().map_err(|e| damaged(path, &e))?;
+                            if let Some((id, next)) = journal_meta(&txn)? {
+                                journal::check(path, id, next)
+                                    .map_err(|(at, e)| journal_error(&at, e))?;
+                            }
                         }
-                        drop(txn);
                         ro.close().map_err(|e| database_error(path, e))?;
                     }
                     // Left by a crash: redb must repair it, which needs a writable open.
@@ -267,17 +270,11 @@ impl RedbStore {
                     create_dirs(parent)
                         .map_err(|e| io_error(path, "cannot create its directory", e))?;
                 }
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(|e| io_error(path, "cannot create it", e))?;
-                sync_parent(path).map_err(|e| io_error(path, "cannot sync its directory", e))?;
-                options
-                    .builder()
-                    .create(path)
-                    .map_err(|e| database_error(path, e))?
+                match create_store(path, &options, Place::New)? {
+                    Some(db) => db,
+                    // Another process created it meanwhile: open that one.
+                    None => return Self::open_inner(path, options),
+                }
             }
         };
         if let Layout::Empty = inspect_opening(path, db.begin_read())? {
@@ -470,6 +467,72 @@ impl RedbStore {
         let (reply, answer) = oneshot::channel();
         lane.submit(Request { op, reply })?;
         answer.await.map_err(|_| Error::Closed)?
+    }
+}
+
+/// Where [`create_store`] puts a new store.
+enum Place {
+    /// Where nothing is: it never replaces a file.
+    New,
+    /// Over an empty file.
+    OverEmpty,
+}
+
+/// A new store's name while it is being made: beside `path`, unique to
+/// this process and this call.
+fn creating_path(path: &Path) -> PathBuf {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".creating-{}-{n}", std::process::id()));
+    PathBuf::from(name)
+}
+
+/// Makes a new store at `path` whole: created and initialised (one durable
+/// commit) under a temporary name beside it, then put in place, so that a
+/// crash leaves no store or a complete one, never a file later opens
+/// refuse (a crash may leave a `<name>.creating-*` file, safe to delete).
+/// `None` when another process put a store there first.
+fn create_store(path: &Path, options: &RedbOptions, place: Place) -> Result<Option<Database>> {
+    let temp = creating_path(path);
+    // This process's name: one left there was left by a dead process.
+    let _ = fs::remove_file(&temp);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(|e| io_error(path, "cannot create it", e))?;
+    let made = options
+        .builder()
+        .create(&temp)
+        .map_err(|e| database_error(path, e))
+        .and_then(|db| initialise(&db).map(|()| db).map_err(|e| damaged(path, &e)));
+    let db = match made {
+        Ok(db) => db,
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+    };
+    let placed = match place {
+        // A link never replaces what another process put there meanwhile.
+        Place::New => fs::hard_link(&temp, path).and_then(|()| fs::remove_file(&temp)),
+        Place::OverEmpty => fs::rename(&temp, path),
+    };
+    match placed {
+        Ok(()) => {
+            sync_parent(path).map_err(|e| io_error(path, "cannot sync its directory", e))?;
+            Ok(Some(db))
+        }
+        Err(e) => {
+            drop(db);
+            let _ = fs::remove_file(&temp);
+            match e.kind() {
+                io::ErrorKind::AlreadyExists => Ok(None),
+                _ => Err(io_error(path, "cannot put the new store in place", e)),
+            }
+        }
     }
 }
 
