@@ -778,36 +778,27 @@ fn a_fifo_or_device_is_refused_without_blocking() {
     }
 }
 
+/// A zero-length file, and a redb file without tables (a crash between
+/// redb creating a file and the commit that makes it ours), become new
+/// stores rather than being refused.
 #[test]
-fn a_zero_length_file_becomes_a_new_store() {
+fn empty_files_become_new_stores() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.path().join("empty.db");
-    write(&path, b"");
-    rt().block_on(async {
-        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        store
-            .save(&env("z"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(store.count().await.ok(), Some(1));
-    });
-}
-
-/// A redb file without tables (a crash between redb creating a file and
-/// the commit that makes it ours) is initialised, not refused.
-#[test]
-fn an_empty_redb_file_becomes_a_new_store() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.path().join("bare.db");
-    drop(redb::Database::create(&path).unwrap_or_else(|e| panic!("{e}")));
-    rt().block_on(async {
-        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        store
-            .save(&env("z"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(store.count().await.ok(), Some(1));
-    });
+    let zero_length = dir.path().join("empty.db");
+    write(&zero_length, b"");
+    let no_tables = dir.path().join("bare.db");
+    drop(redb::Database::create(&no_tables).unwrap_or_else(|e| panic!("{e}")));
+    for path in [zero_length, no_tables] {
+        rt().block_on(async {
+            let store =
+                RedbStore::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            store
+                .save(&env("z"))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(store.count().await.ok(), Some(1));
+        });
+    }
 }
 
 /// `kill -9` while a new store is being created (0 to 39 ms after the
