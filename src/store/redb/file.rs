@@ -106,14 +106,19 @@ pub(super) fn damaged(path: &Path, e: &dyn std::fmt::Display) -> Error {
     open_error(path, format!("it cannot be read ({e})"), HINT_CORRUPT)
 }
 
-/// Reads the layout of a file being opened. Every failure is an
-/// [`Error::Open`] naming the path: a storage error here means damage.
-pub(super) fn inspect_opening(
+/// A snapshot of a file being opened; a failure is damage, named with
+/// its path.
+pub(super) fn snapshot(
     path: &Path,
     txn: Result<ReadTransaction, redb::TransactionError>,
-) -> Result<Layout> {
-    let txn = txn.map_err(|e| damaged(path, &e))?;
-    inspect(path, &txn).map_err(|e| match e {
+) -> Result<ReadTransaction> {
+    txn.map_err(|e| damaged(path, &e))
+}
+
+/// Reads the layout of a file being opened. Every failure is an
+/// [`Error::Open`] naming the path: a storage error here means damage.
+pub(super) fn inspect_opening(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
+    inspect(path, txn).map_err(|e| match e {
         Error::Storage { .. } => damaged(path, &e),
         e => e,
     })
@@ -208,33 +213,38 @@ pub(super) fn sync_parent(path: &Path) -> io::Result<()> {
     File::open(parent)?.sync_all()
 }
 
+/// Makes an empty redb file a store: metadata and tables, one commit.
 pub(super) fn initialise(db: &Database) -> Result<()> {
-    let txn = db
-        .begin_write()
-        .map_err(storage("initialising the store"))?;
-    {
-        let mut meta = txn
-            .open_table(META)
-            .map_err(storage("initialising the store"))?;
-        let format_version = FORMAT_VERSION.to_string();
-        let schema_version = record::SCHEMA_VERSION.to_string();
-        // A new store gets its journal keys here, in the same commit, not
-        // in a second one from `ensure_journal_meta`.
-        let journal_id = new_journal_id().to_string();
-        for (k, v) in [
+    let format_version = FORMAT_VERSION.to_string();
+    let schema_version = record::SCHEMA_VERSION.to_string();
+    // A new store gets its journal keys here, in the same commit, not in a
+    // second one from `ensure_journal_meta`.
+    let journal_id = new_journal_id().to_string();
+    put_meta(
+        db,
+        "initialising the store",
+        &[
             ("format", FORMAT_NAME),
-            ("format_version", format_version.as_str()),
-            ("schema_version", schema_version.as_str()),
-            (JOURNAL_ID, journal_id.as_str()),
+            ("format_version", &format_version),
+            ("schema_version", &schema_version),
+            (JOURNAL_ID, &journal_id),
             (JOURNAL_NEXT, "1"),
-        ] {
-            meta.insert(k, v)
-                .map_err(storage("initialising the store"))?;
+        ],
+    )
+}
+
+/// Writes `pairs` into the metadata table in one durable commit that also
+/// makes sure the records table exists.
+fn put_meta(db: &Database, context: &'static str, pairs: &[(&str, &str)]) -> Result<()> {
+    let txn = db.begin_write().map_err(storage(context))?;
+    {
+        let mut meta = txn.open_table(META).map_err(storage(context))?;
+        for (k, v) in pairs {
+            meta.insert(*k, *v).map_err(storage(context))?;
         }
-        txn.open_table(RECORDS)
-            .map_err(storage("initialising the store"))?;
+        txn.open_table(RECORDS).map_err(storage(context))?;
     }
-    txn.commit().map_err(storage("initialising the store"))
+    txn.commit().map_err(storage(context))
 }
 
 /// The journal id and `journal_next` of a store, if it has a journal
@@ -269,21 +279,16 @@ pub(super) fn ensure_journal_meta(db: &Database) -> Result<(u64, u64)> {
     }
     drop(txn);
     let id = new_journal_id();
-    let txn = db.begin_write().map_err(storage("upgrading the store"))?;
-    {
-        let mut meta = txn
-            .open_table(META)
-            .map_err(storage("upgrading the store"))?;
-        let (id_text, version) = (id.to_string(), FORMAT_VERSION.to_string());
-        for (k, v) in [
-            (JOURNAL_ID, id_text.as_str()),
+    let (id_text, version) = (id.to_string(), FORMAT_VERSION.to_string());
+    put_meta(
+        db,
+        "upgrading the store",
+        &[
+            (JOURNAL_ID, &id_text),
             (JOURNAL_NEXT, "1"),
-            ("format_version", version.as_str()),
-        ] {
-            meta.insert(k, v).map_err(storage("upgrading the store"))?;
-        }
-    }
-    txn.commit().map_err(storage("upgrading the store"))?;
+            ("format_version", &version),
+        ],
+    )?;
     Ok((id, 1))
 }
 

@@ -80,7 +80,7 @@ use tokio::sync::oneshot;
 use self::file::{
     HINT_CORRUPT, HINT_DIR, HINT_FOREIGN, HINT_IO, HINT_NEWER, Layout, RECORDS, create_dirs,
     damaged, database_error, ensure_journal_meta, initialise, inspect_opening, io_error,
-    journal_meta, open_error, storage, sync_parent,
+    journal_meta, open_error, snapshot, storage, sync_parent,
 };
 use self::journal::{Journal, JournalError, Scan};
 use self::pending::Overlay;
@@ -107,7 +107,10 @@ pub struct RedbOptions {
     pub cache_entries: usize,
     /// Journal bytes (in the file being appended to) that start a
     /// checkpoint: bounds the journal files and the replay after a crash.
-    /// Default 32 MiB.
+    /// Default 32 MiB. Both thresholds are looked at after each batch of
+    /// writes; one reached while the previous checkpoint still runs starts
+    /// with the first batch after that one ends (on a store gone idle, at
+    /// the next write or at close).
     pub checkpoint_bytes: u64,
     /// Changed ids that start a checkpoint: bounds the memory the pending
     /// writes take and the length of one checkpoint. Default 8,192.
@@ -247,13 +250,14 @@ impl RedbStore {
                         // A journal that cannot be used is refused before
                         // the writable open touches the file. An empty
                         // file (no tables) has none and is initialised below.
-                        if let Layout::Ours = inspect_opening(path, ro.begin_read())? {
-                            let txn = ro.begin_read().map_err(|e| damaged(path, &e))?;
-                            if let Some((id, next)) = journal_meta(&txn)? {
-                                journal::check(path, id, next)
-                                    .map_err(|(at, e)| journal_error(&at, e))?;
-                            }
+                        let txn = snapshot(path, ro.begin_read())?;
+                        if let Layout::Ours = inspect_opening(path, &txn)?
+                            && let Some((id, next)) = journal_meta(&txn)?
+                        {
+                            journal::check(path, id, next)
+                                .map_err(|(at, e)| journal_error(&at, e))?;
                         }
+                        drop(txn);
                         ro.close().map_err(|e| database_error(path, e))?;
                     }
                     // Left by a crash: redb must repair it, which needs a writable open.
@@ -277,7 +281,7 @@ impl RedbStore {
                 }
             }
         };
-        if let Layout::Empty = inspect_opening(path, db.begin_read())? {
+        if let Layout::Empty = inspect_opening(path, &snapshot(path, db.begin_read())?)? {
             initialise(&db).map_err(|e| damaged(path, &e))?;
         }
         let (journal, count) = recover(path, &db)?;
@@ -350,7 +354,7 @@ impl RedbStore {
             ),
             e => database_error(path, e),
         })?;
-        if let Layout::Empty = inspect_opening(path, ro.begin_read())? {
+        if let Layout::Empty = inspect_opening(path, &snapshot(path, ro.begin_read())?)? {
             return Err(open_error(
                 path,
                 "it is an empty redb database, not a waggle store",
