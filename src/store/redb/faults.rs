@@ -20,11 +20,11 @@ use crate::error::Error;
 use crate::record;
 use crate::repository::Repository;
 
-fn env(id: &str) -> Environment {
+pub(super) fn env(id: &str) -> Environment {
     Environment::new(id, format!("name of {id}"), Runtime::Shell)
 }
 
-fn save(id: &str) -> Op {
+pub(super) fn save(id: &str) -> Op {
     let e = env(id);
     let bytes = record::encode(&e).expect("encode");
     Op::Save {
@@ -34,7 +34,7 @@ fn save(id: &str) -> Op {
 }
 
 /// The ids `store` holds, checked against its count.
-fn ids(rt: &tokio::runtime::Runtime, store: &RedbStore) -> BTreeSet<String> {
+pub(super) fn ids(rt: &tokio::runtime::Runtime, store: &RedbStore) -> BTreeSet<String> {
     let all = rt.block_on(store.find_all()).expect("find_all");
     let count = rt.block_on(store.count()).expect("count");
     assert_eq!(count, all.len(), "count disagrees with find_all");
@@ -106,7 +106,7 @@ fn holds_everywhere(
     reopened
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()

@@ -641,43 +641,49 @@ impl Writer {
 
     /// What each op of a batch does.
     fn decide(&mut self, ops: Vec<Op>) -> Result<Decision> {
-        let overlay = self.shared.state().overlay();
-        let mut after: HashMap<String, bool> = HashMap::new();
-        let (mut results, mut entries, mut effects) = (Vec::new(), Vec::new(), Vec::new());
+        // First by reference, so that the batch's own ids need no copies:
+        // whether each op writes, as of the ops before it.
+        let mut writes = Vec::with_capacity(ops.len());
         let mut delta = 0_isize;
-        for op in ops {
-            let id = match &op {
-                Op::Save { env, .. } => env.id.as_str(),
-                Op::Delete { id } => id.as_str(),
-            };
-            let existed = match after.get(id) {
-                Some(&e) => e,
-                None => self.exists(&overlay, id)?,
-            };
-            match op {
-                Op::Save { env, bytes } => {
-                    delta += isize::from(!existed);
-                    after.insert(env.id.clone(), true);
-                    entries.push(Entry::Save(bytes));
-                    effects.push((env.id.clone(), Some(*env)));
-                    results.push(Ok(()));
-                }
-                Op::Delete { id } if existed => {
-                    delta -= 1;
-                    after.insert(id.clone(), false);
-                    entries.push(Entry::Delete(id.clone()));
-                    effects.push((id, None));
-                    results.push(Ok(()));
-                }
-                Op::Delete { id } => results.push(Err(Error::NotFound { id })),
+        {
+            let overlay = self.shared.state().overlay();
+            let mut after: HashMap<&str, bool> = HashMap::with_capacity(ops.len());
+            for op in &ops {
+                let (id, saves) = match op {
+                    Op::Save { env, .. } => (env.id.as_str(), true),
+                    Op::Delete { id } => (id.as_str(), false),
+                };
+                let existed = match after.get(id) {
+                    Some(&e) => e,
+                    None => self.exists(&overlay, id)?,
+                };
+                delta += isize::from(saves && !existed) - isize::from(!saves && existed);
+                after.insert(id, saves);
+                writes.push(saves || existed);
             }
         }
-        Ok(Decision {
-            results,
-            entries,
-            effects,
+        let mut decision = Decision {
+            results: Vec::with_capacity(ops.len()),
+            entries: Vec::with_capacity(ops.len()),
+            effects: Vec::with_capacity(ops.len()),
             delta,
-        })
+        };
+        for (op, writes) in ops.into_iter().zip(writes) {
+            match op {
+                Op::Save { env, bytes } => {
+                    decision.entries.push(Entry::Save(bytes));
+                    decision.effects.push(Effect::Save(env));
+                    decision.results.push(Ok(()));
+                }
+                Op::Delete { id } if writes => {
+                    decision.entries.push(Entry::Delete(id.clone()));
+                    decision.effects.push(Effect::Delete(id));
+                    decision.results.push(Ok(()));
+                }
+                Op::Delete { id } => decision.results.push(Err(Error::NotFound { id })),
+            }
+        }
+        Ok(decision)
     }
 
     /// Makes `entries` durable in the journal. A failure that may have left
@@ -708,19 +714,28 @@ impl Writer {
     }
 
     /// Shows a durable batch to readers, before its callers hear back.
-    fn publish(&self, effects: Vec<(String, Option<Environment>)>, delta: isize) {
-        let (saves, deletes) =
-            effects.iter().fold(
-                (0, 0),
-                |(s, d), (_, v)| {
-                    if v.is_some() { (s + 1, d) } else { (s, d + 1) }
-                },
-            );
+    fn publish(&self, effects: Vec<Effect>, delta: isize) {
+        let saves = effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Save(_)))
+            .count() as u64;
+        let deletes = effects.len() as u64 - saves;
         {
             let mut state = self.shared.state_mut();
             let pending = Arc::make_mut(&mut state.pending);
-            for (id, value) in effects {
-                pending.insert(id, value);
+            for effect in effects {
+                match effect {
+                    // An id already pending keeps its key: no copy of it.
+                    Effect::Save(env) => match pending.get_mut(env.id.as_str()) {
+                        Some(slot) => *slot = Some(*env),
+                        None => {
+                            pending.insert(env.id.clone(), Some(*env));
+                        }
+                    },
+                    Effect::Delete(id) => {
+                        pending.insert(id, None);
+                    }
+                }
             }
             state.count = state.count.saturating_add_signed(delta);
         }
@@ -731,14 +746,20 @@ impl Writer {
     }
 }
 
+/// What readers will see of one op.
+enum Effect {
+    Save(Box<Environment>),
+    Delete(String),
+}
+
 /// What a batch does, decided before anything is written.
 struct Decision {
     /// Each op's answer, in order.
     results: Vec<Result<()>>,
     /// The journal frames to write (misses of `delete` write none).
     entries: Vec<Entry>,
-    /// What readers will see: id → new value, `None` for a delete.
-    effects: Vec<(String, Option<Environment>)>,
+    /// What readers will see, in order.
+    effects: Vec<Effect>,
     /// The change to the count.
     delta: isize,
 }
@@ -753,7 +774,61 @@ fn same_failure(e: &Error) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use super::super::faults::{ids, runtime, save};
+    use super::super::{RedbOptions, RedbStore};
     use super::*;
+    use crate::repository::Repository;
+
+    /// One batch that touches the same ids several times: each op is
+    /// decided as of the ops before it, the count follows, and a reopen
+    /// agrees.
+    #[test]
+    fn a_batch_sees_its_own_earlier_ops() {
+        let rt = runtime();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.redb");
+        let store = RedbStore::open_with(&path, RedbOptions::default()).expect("open");
+        let lane = store.lane.clone().expect("a writable store");
+        // `b` in the redb file, `k` only pending in the journal.
+        rt.block_on(store.save(&super::super::faults::env("b")))
+            .expect("save b");
+        lane.checkpoint_now();
+        rt.block_on(store.save(&super::super::faults::env("k")))
+            .expect("save k");
+        let delete = |id: &str| Op::Delete { id: id.into() };
+        let ops = [
+            (save("a"), true),
+            (save("a"), true),
+            (delete("a"), true),
+            (delete("a"), false),
+            (save("a"), true),
+            (delete("b"), true),
+            (delete("b"), false),
+            (save("b"), true),
+            (delete("c"), false),
+            (delete("k"), true),
+        ];
+        let (requests, expected): (Vec<_>, Vec<_>) = ops
+            .into_iter()
+            .map(|(op, ok)| {
+                let (reply, answer) = oneshot::channel();
+                (Request { op, reply }, (answer, ok))
+            })
+            .unzip();
+        lane.submit_batch(requests);
+        for (i, (answer, ok)) in expected.into_iter().enumerate() {
+            let result = answer.blocking_recv().expect("an answer");
+            match (ok, &result) {
+                (true, Ok(())) | (false, Err(Error::NotFound { .. })) => {}
+                _ => panic!("op {i}: {result:?}, expected ok: {ok}"),
+            }
+        }
+        let want: std::collections::BTreeSet<String> = ["a", "b"].map(String::from).into();
+        assert_eq!(ids(&rt, &store), want, "live");
+        store.close().expect("close");
+        let reopened = RedbStore::open(&path).expect("reopen");
+        assert_eq!(ids(&rt, &reopened), want, "reopened");
+    }
 
     #[test]
     fn a_job_ending_where_the_last_one_did_has_its_own_outcome() {
