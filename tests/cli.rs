@@ -322,6 +322,8 @@ fn bench_runs_on_a_temporary_store_and_writes_json() {
             "4",
             "--duration",
             "0.5",
+            "--warmup",
+            "0.2",
             "--json",
         ])
         .arg(&report)
@@ -334,6 +336,7 @@ fn bench_runs_on_a_temporary_store_and_writes_json() {
         serde_json::from_slice(&std::fs::read(&report).unwrap_or_default())
             .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(json["concurrency"], 4);
+    assert_eq!(json["warmup_seconds"], 0.2);
     let ops = json["ops"].as_array().cloned().unwrap_or_default();
     let saves = ops
         .iter()
@@ -342,6 +345,27 @@ fn bench_runs_on_a_temporary_store_and_writes_json() {
     assert!(saves["count"].as_u64().unwrap_or(0) > 0);
     assert!(saves["p50_us"].as_f64().unwrap_or(0.0) <= saves["p99_us"].as_f64().unwrap_or(0.0));
     assert!(json["redb_commits"].as_u64().unwrap_or(0) > 0);
+}
+
+#[test]
+fn bench_refuses_seconds_it_cannot_run_for() {
+    for arg in [
+        "--duration=-1",
+        "--duration=inf",
+        "--warmup=NaN",
+        "--warmup=1e300",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_waggle-store"))
+            .args(["bench", arg])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.status.code(), Some(2), "{arg}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("expected seconds"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

@@ -38,14 +38,28 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub concurrency: u16,
     /// Seconds to run.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = seconds)]
     pub duration: f64,
+    /// Seconds to run the same workload, untimed, before the run: a new
+    /// redb store grows its journal files (writing zeros) the first time
+    /// writes reach their end, which a store that has been running for a
+    /// while no longer does. 0 measures a cold store.
+    #[arg(long, default_value_t = 1.0, value_parser = seconds)]
+    pub warmup: f64,
     /// The operation mix.
     #[arg(long, value_enum, default_value_t = Mix::Lifecycle)]
     pub mix: Mix,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+/// A number of seconds from 0 to a day.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected seconds from 0 to 86400, got `{s}`")),
+    }
 }
 
 const OPS: [&str; 5] = ["save", "find_by_id", "find_all", "delete", "count"];
@@ -68,6 +82,8 @@ struct Report {
     concurrency: u16,
     mix: String,
     seconds: f64,
+    /// Seconds the same workload ran, untimed, before the run.
+    warmup_seconds: f64,
     total_per_second: f64,
     ops: Vec<OpReport>,
     redb_commits: Option<u64>,
@@ -199,6 +215,17 @@ pub async fn run(config: Option<&StoreConfig>, args: BenchArgs) -> anyhow::Resul
     while let Some(done) = load.join_next().await {
         done??;
     }
+    if args.warmup > 0.0 {
+        eprintln!("warming up for {} s ...", args.warmup);
+        let deadline = Instant::now() + Duration::from_secs_f64(args.warmup);
+        let mut warm = tokio::task::JoinSet::new();
+        for task in 0..usize::from(args.concurrency) {
+            warm.spawn(worker(Arc::clone(&store), task, args.clone(), deadline));
+        }
+        while let Some(done) = warm.join_next().await {
+            done??;
+        }
+    }
     let before = redb.as_ref().map(|r| r.stats()).unwrap_or_default();
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let started = Instant::now();
@@ -251,6 +278,7 @@ pub async fn run(config: Option<&StoreConfig>, args: BenchArgs) -> anyhow::Resul
         concurrency: args.concurrency,
         mix: format!("{:?}", args.mix).to_lowercase(),
         seconds,
+        warmup_seconds: args.warmup,
         total_per_second: ops.iter().map(|o| o.count).sum::<u64>() as f64 / seconds,
         ops,
         redb_commits: redb.as_ref().map(|_| after.commits - before.commits),
@@ -269,8 +297,8 @@ pub async fn run(config: Option<&StoreConfig>, args: BenchArgs) -> anyhow::Resul
 
 fn print_report(r: &Report) {
     println!(
-        "store: {}; {} records preloaded; {} tasks; mix {}; {:.1} s",
-        r.store, r.records, r.concurrency, r.mix, r.seconds
+        "store: {}; {} records preloaded; {} tasks; mix {}; {:.1} s after {:.1} s of warm-up",
+        r.store, r.records, r.concurrency, r.mix, r.seconds, r.warmup_seconds
     );
     println!(
         "{:<11} {:>9} {:>11} {:>10} {:>10} {:>10} {:>10}",
