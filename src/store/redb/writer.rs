@@ -774,7 +774,7 @@ fn same_failure(e: &Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::super::faults::{ids, runtime, save};
+    use super::super::faults::{env, ids, runtime, save};
     use super::super::{RedbOptions, RedbStore};
     use super::*;
     use crate::repository::Repository;
@@ -790,11 +790,9 @@ mod tests {
         let store = RedbStore::open_with(&path, RedbOptions::default()).expect("open");
         let lane = store.lane.clone().expect("a writable store");
         // `b` in the redb file, `k` only pending in the journal.
-        rt.block_on(store.save(&super::super::faults::env("b")))
-            .expect("save b");
+        rt.block_on(store.save(&env("b"))).expect("save b");
         lane.checkpoint_now();
-        rt.block_on(store.save(&super::super::faults::env("k")))
-            .expect("save k");
+        rt.block_on(store.save(&env("k"))).expect("save k");
         let delete = |id: &str| Op::Delete { id: id.into() };
         let ops = [
             (save("a"), true),
