@@ -40,7 +40,7 @@
 //! not change the file's size and its `fdatasync` writes data only.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -270,20 +270,56 @@ fn scan_pair(files: [&[u8]; 2], id: u64, next: u64) -> Result<(Scan, usize, u64)
     Ok((Scan::Live(entries), last, end))
 }
 
+/// How much of a journal file to read.
+#[derive(Debug, Clone, Copy)]
+enum Extent {
+    /// All of it.
+    Whole,
+    /// The header and the first frame: enough to check the header and to
+    /// tell where the file's chain starts.
+    Head,
+}
+
+/// The contents of one journal file, or of its head; empty when it is
+/// missing. A path that is not a regular file is refused.
+fn file_bytes(path: &Path, extent: Extent) -> Result<Vec<u8>, JournalError> {
+    if !regular(path)? {
+        return Ok(Vec::new());
+    }
+    let read = match extent {
+        Extent::Whole => std::fs::read(path),
+        Extent::Head => read_head(path),
+    };
+    match read {
+        Ok(bytes) => Ok(bytes),
+        // Removed since it was looked at: missing.
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The header and the first frame of a file (less if the file is shorter).
+fn read_head(path: &Path) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let mut bytes = Vec::new();
+    (&file)
+        .take(HEADER_LEN + FRAME_HEAD as u64)
+        .read_to_end(&mut bytes)?;
+    let at = HEADER_LEN as usize;
+    if let Some(len) = bytes.get(at..at + 4) {
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+        if len > 0 && len as usize <= MAX_FRAME {
+            (&file).take(u64::from(len) - 1).read_to_end(&mut bytes)?;
+        }
+    }
+    Ok(bytes)
+}
+
 /// Reads the live frames of the journal of the store at `store`, for a
 /// reader that does not write. Missing files hold nothing.
 pub(super) fn read(store: &Path, id: u64, next: u64) -> Result<Scan, JournalError> {
-    let mut files: [Vec<u8>; 2] = Default::default();
-    for (n, path) in paths_of(store).iter().enumerate() {
-        if regular(path)? {
-            match std::fs::read(path) {
-                Ok(bytes) => files[n] = bytes,
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    Ok(scan_pair([&files[0], &files[1]], id, next)?.0)
+    let [first, second] = paths_of(store).map(|path| file_bytes(&path, Extent::Whole));
+    Ok(scan_pair([&first?, &second?], id, next)?.0)
 }
 
 /// Why an append failed, which decides what the writer does next.
@@ -365,15 +401,18 @@ impl Log {
 /// Journal contents, live entries, and where the chain ends.
 type Loaded = ([Vec<u8>; 2], Vec<Entry>, usize, u64);
 
-/// Reads and checks both files, creating and writing nothing; an error
-/// names the file it is about.
-fn load(paths: &[PathBuf; 2], id: u64, next: u64) -> Result<Loaded, (PathBuf, JournalError)> {
+/// Reads `extent` of both files and checks them, creating and writing
+/// nothing; an error names the file it is about.
+fn load(
+    paths: &[PathBuf; 2],
+    id: u64,
+    next: u64,
+    extent: Extent,
+) -> Result<Loaded, (PathBuf, JournalError)> {
     let mut contents: [Vec<u8>; 2] = Default::default();
     for (path, bytes) in paths.iter().zip(&mut contents) {
         let at = |e| (path.clone(), e);
-        if regular(path).map_err(at)? {
-            *bytes = std::fs::read(path).map_err(|e| at(e.into()))?;
-        }
+        *bytes = file_bytes(path, extent).map_err(at)?;
         check_header(bytes.get(..HEADER_LEN as usize).unwrap_or(bytes), id).map_err(at)?;
     }
     let at0 = |e| (paths[0].clone(), e);
@@ -385,9 +424,11 @@ fn load(paths: &[PathBuf; 2], id: u64, next: u64) -> Result<Loaded, (PathBuf, Jo
 }
 
 /// Checks, without changing anything, that the journal of the store at
-/// `store` can be opened for a store file in the given state.
+/// `store` can be opened for a store file in the given state. Reads only
+/// each file's header and first frame: the frames after them are read
+/// once, by [`Journal::open`].
 pub(super) fn check(store: &Path, id: u64, next: u64) -> Result<(), (PathBuf, JournalError)> {
-    load(&paths_of(store), id, next).map(|_| ())
+    load(&paths_of(store), id, next, Extent::Head).map(|_| ())
 }
 
 /// The journal, open for appending by the writer thread.
@@ -415,7 +456,7 @@ impl Journal {
         next: u64,
     ) -> Result<(Self, Vec<Entry>), (PathBuf, JournalError)> {
         let paths = paths_of(store);
-        let (contents, entries, last, end) = load(&paths, id, next)?;
+        let (contents, entries, last, end) = load(&paths, id, next, Extent::Whole)?;
         let [l0, l1] = [0, 1].map(|n| Log::open(&paths[n]).map_err(|e| (paths[n].clone(), e)));
         let mut journal = Self {
             logs: [l0?, l1?],
@@ -548,14 +589,13 @@ mod tests {
         let b = Entry::Delete("x".into());
         let file = contents(&[(5, a.clone()), (6, b.clone()), (8, a.clone())], 9);
         let empty = contents(&[], 9);
-        assert_eq!(live(scan(&file, &empty, 9, 5).unwrap()), vec![a.clone(), b]);
+        assert_eq!(live(scan(&file, &empty, 9, 5).unwrap()), vec![a, b]);
         // Already held by the store file: an older generation.
         assert!(live(scan(&empty, &file, 9, 7).unwrap()).is_empty());
         assert!(matches!(
             scan(&file, &empty, 9, 3).unwrap(),
             Scan::Ahead { first: 5 }
         ));
-        let _ = a;
     }
 
     #[test]
@@ -607,6 +647,35 @@ mod tests {
         ));
         // Unwritten (creation interrupted): empty, not an error.
         assert!(live(scan(&[0; 20], &[], 1, 1).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn the_check_reads_only_heads_and_agrees_with_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        let (mut j, _) = Journal::open(&store, 7, 1).unwrap();
+        let big = Entry::Save(vec![b'z'; 300 << 10]);
+        j.append([big, Entry::Delete("a".into())].iter()).unwrap();
+        j.switch();
+        j.append([Entry::Delete("b".into())].iter()).unwrap();
+        drop(j);
+        let paths = paths_of(&store);
+        // The head holds the whole first frame, not the rest.
+        let head = read_head(&paths[0]).unwrap();
+        assert_eq!(head.len(), HEADER_LEN as usize + FRAME_HEAD + (300 << 10));
+        assert_eq!(first_seq(&head), Some(1));
+        for next in [1, 3, 4] {
+            assert!(check(&store, 7, next).is_ok(), "next {next}");
+        }
+        // Where opening refuses, so does the check.
+        for (id, next) in [(7, 0), (8, 1)] {
+            let checked = check(&store, id, next).map_err(|e| e.1.to_string());
+            let opened = Journal::open(&store, id, next)
+                .map(|_| ())
+                .map_err(|e| e.1.to_string());
+            assert!(checked.is_err(), "{id} {next}");
+            assert_eq!(checked, opened, "{id} {next}");
+        }
     }
 
     #[test]
