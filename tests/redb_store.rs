@@ -43,6 +43,14 @@ fn child(mode: &str, path: &Path) -> Command {
     cmd
 }
 
+/// What follows `tag` on each line of a child's output that starts with it.
+fn tagged<'a>(lines: impl IntoIterator<Item = &'a str>, tag: &str) -> Vec<&'a str> {
+    lines
+        .into_iter()
+        .filter_map(|l| l.strip_prefix(tag))
+        .collect()
+}
+
 /// The child side. Does nothing unless run by [`child`].
 #[test]
 fn child_entry() {
@@ -825,15 +833,9 @@ fn survives_kill_9_while_creating() {
             .map_while(Result::ok)
             .collect();
         // Saves acknowledged and not being deleted since.
-        let deleting: Vec<&str> = lines
-            .iter()
-            .filter_map(|l| l.strip_prefix("deleting "))
-            .collect();
-        let acked: Vec<&str> = lines
-            .iter()
-            .filter_map(|l| l.strip_prefix("ack "))
-            .filter(|id| !deleting.contains(id))
-            .collect();
+        let deleting = tagged(lines.iter().map(String::as_str), "deleting ");
+        let mut acked = tagged(lines.iter().map(String::as_str), "ack ");
+        acked.retain(|id| !deleting.contains(id));
         created += usize::from(path.exists());
         rt.block_on(async {
             let store = RedbStore::open(&path)
@@ -1062,14 +1064,8 @@ fn disk_full_loses_no_acknowledged_save() {
         "the writer died instead of failing cleanly:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let acked: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("ack "))
-        .collect();
-    let errors: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("err "))
-        .collect();
+    let acked = tagged(text.lines(), "ack ");
+    let errors = tagged(text.lines(), "err ");
     assert!(
         acked.len() > 10,
         "too few saves before the limit: {}",
