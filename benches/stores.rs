@@ -3,7 +3,8 @@
 
 //! Side-by-side benchmark: MemoryStore vs RedbStore vs a SQLite peer, in
 //! one run on one disk, with the disk's raw `write + fdatasync` as the
-//! yardstick. Prints Markdown tables of medians and ratios, then which
+//! yardstick (and, for group commit, the cost of waking a sleeping
+//! thread). Prints Markdown tables of medians and ratios, then which
 //! targets hold.
 //!
 //! `cargo bench` runs it in full; `cargo test --benches` (no `--bench`
@@ -210,6 +211,39 @@ fn raw_fdatasync(dir: &Path, len: usize, samples: usize) -> f64 {
     let file = raw_file(dir, &len.to_string());
     let buf = vec![0x5a_u8; len];
     median((0..samples).map(|i| raw_sample(&file, &buf, i)).collect())
+}
+
+/// The machine's other yardstick, for group commit: how long a thread
+/// asleep on a channel takes to run after another thread sends to it, and
+/// what the send costs the sender. Before each send the sender stays busy
+/// for 150 µs, long enough for the receiver to be asleep, as a caller is
+/// while its write is being synced. p50 seconds: (until it runs, send).
+fn wake_up(samples: usize) -> (f64, f64) {
+    let (to_sleeper, inbox) = std::sync::mpsc::channel::<Instant>();
+    let (to_waker, replies) = std::sync::mpsc::channel::<f64>();
+    let sleeper = std::thread::spawn(move || {
+        while let Ok(sent) = inbox.recv() {
+            if to_waker.send(sent.elapsed().as_secs_f64()).is_err() {
+                return;
+            }
+        }
+    });
+    let (mut runs, mut sends) = (Vec::new(), Vec::new());
+    for _ in 0..samples {
+        let busy = Instant::now();
+        while busy.elapsed() < Duration::from_micros(150) {
+            std::hint::spin_loop();
+        }
+        let sent = Instant::now();
+        to_sleeper.send(sent).unwrap_or_else(|e| panic!("{e}"));
+        sends.push(sent.elapsed().as_secs_f64());
+        runs.push(replies.recv().unwrap_or_else(|e| panic!("{e}")));
+    }
+    drop(to_sleeper);
+    sleeper
+        .join()
+        .unwrap_or_else(|_| panic!("the sleeper panicked"));
+    (median(runs), median(sends))
 }
 
 /// Durable save p50 side by side with the yardstick: each sample is one
@@ -535,6 +569,14 @@ fn main() {
         "| write size | p50 |\n|---|---|\n| 512 B | {} |\n| 4 KiB | {} |",
         fmt_time(raw_512),
         fmt_time(raw_4k)
+    );
+    println!();
+    let (woken, send) = wake_up(plan.durable_samples * 10);
+    println!("## Yardstick: waking a sleeping thread, p50");
+    println!(
+        "| until it runs | the send, for the sender |\n|---|---|\n| {} | {} |",
+        fmt_time(woken),
+        fmt_time(send)
     );
     println!();
 
