@@ -125,6 +125,19 @@ fn env(id: String, runtime: Runtime) -> Environment {
     e
 }
 
+/// `args.concurrency` workers running the mix until `deadline`.
+fn workers(
+    store: &Arc<dyn Repository>,
+    args: &BenchArgs,
+    deadline: Instant,
+) -> tokio::task::JoinSet<anyhow::Result<Recorder>> {
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..usize::from(args.concurrency) {
+        set.spawn(worker(Arc::clone(store), task, args.clone(), deadline));
+    }
+    set
+}
+
 async fn worker(
     store: Arc<dyn Repository>,
     task: usize,
@@ -218,10 +231,7 @@ pub async fn run(config: Option<&StoreConfig>, args: BenchArgs) -> anyhow::Resul
     if args.warmup > 0.0 {
         eprintln!("warming up for {} s ...", args.warmup);
         let deadline = Instant::now() + Duration::from_secs_f64(args.warmup);
-        let mut warm = tokio::task::JoinSet::new();
-        for task in 0..usize::from(args.concurrency) {
-            warm.spawn(worker(Arc::clone(&store), task, args.clone(), deadline));
-        }
+        let mut warm = workers(&store, &args, deadline);
         while let Some(done) = warm.join_next().await {
             done??;
         }
@@ -230,10 +240,7 @@ pub async fn run(config: Option<&StoreConfig>, args: BenchArgs) -> anyhow::Resul
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let started = Instant::now();
     let deadline = started + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..usize::from(args.concurrency) {
-        tasks.spawn(worker(Arc::clone(&store), task, args.clone(), deadline));
-    }
+    let mut tasks = workers(&store, &args, deadline);
     let bar = crate::commands::progress(duration.as_secs() as usize, "bench (seconds)");
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut merged = Recorder::new()?;
