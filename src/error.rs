@@ -100,7 +100,9 @@ impl Error {
         }
     }
 
-    pub(crate) fn not_found(id: &str) -> Self {
+    /// `NotFound` carrying `id`: what a backend returns from `find_by_id`
+    /// and `delete` of an id it does not hold.
+    pub fn not_found(id: &str) -> Self {
         Error::NotFound { id: id.to_owned() }
     }
 

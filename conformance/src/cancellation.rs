@@ -197,28 +197,96 @@ pub async fn cancel_after_polls<S: Repository + 'static, G: Send + 'static>(h: &
     let mut round = 0;
     for k in 0..=8usize {
         let how = format!("dropped after {k} polls");
-        cancel_each(
-            store,
-            &mut model,
-            &mut round,
-            &how,
-            async |mut fut: Op<'_>| {
-                for poll in 0..k {
-                    let done =
-                        std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_ready()))
-                            .await;
-                    if done {
-                        break;
-                    }
-                    if poll % 2 == 1 {
-                        tokio::time::sleep(Duration::from_micros(200)).await;
-                    } else {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            },
-        )
+        cancel_each(store, &mut model, &mut round, &how, async |fut: Op<'_>| {
+            poll_then_drop(fut, k).await;
+        })
         .await;
+    }
+}
+
+/// Polls `fut` up to `k` times, yielding or sleeping 200 µs between
+/// polls, and drops it (early if it completes).
+async fn poll_then_drop<F: Future + Unpin>(mut fut: F, k: usize) {
+    for poll in 0..k {
+        let done =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx).is_ready())).await;
+        if done {
+            break;
+        }
+        if poll % 2 == 1 {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// How long [`cancel_settles`] waits for a dropped write to land late.
+pub const SETTLE_WAIT: Duration = Duration::from_millis(30);
+
+/// A dropped write never lands after a later call's write of the same id:
+/// for each poll point k = 0…8, drop a save or delete after k polls, run a
+/// save or delete of the same id to completion, wait, and require what the
+/// completed call wrote.
+pub async fn cancel_settles<S: Repository + 'static, G: Send + 'static>(h: &Harness<S, G>) {
+    let inst = h.fresh().await;
+    let store = inst.store();
+    let value = |id: &str, v: &str| Environment::new_at(id, v, Runtime::Node, Default::default());
+    let save = async |e: Environment| {
+        store
+            .save(&e)
+            .await
+            .unwrap_or_else(|err| panic!("save({:?}) failed: {err}", e.id));
+    };
+    // (case, dropped call, completed call); `None` in the model is absent.
+    let cases: [(&str, bool, bool); 3] = [
+        ("dropped save, then save", true, true),
+        ("dropped delete, then save", false, true),
+        ("dropped save, then delete", true, false),
+    ];
+    let mut expected = Vec::new();
+    for k in 0..=8usize {
+        for (case, drop_save, then_save) in cases {
+            let id = format!("settle-{k}-{}", case.replace([',', ' '], ""));
+            save(value(&id, "v0")).await;
+            let dropped: Op<'_> = if drop_save {
+                let v1 = value(&id, "v1");
+                Box::pin(async move {
+                    let _ = store.save(&v1).await;
+                })
+            } else {
+                let id = id.clone();
+                Box::pin(async move {
+                    let _ = store.delete(&id).await;
+                })
+            };
+            poll_then_drop(dropped, k).await;
+            let last = if then_save {
+                let v2 = value(&id, "v2");
+                save(v2.clone()).await;
+                Some(v2)
+            } else {
+                match store.delete(&id).await {
+                    // The dropped save may have landed or not: v0 or v1 is deleted.
+                    Ok(()) => None,
+                    Err(e) => panic!("case {case:?} after {k} polls: delete failed: {e}"),
+                }
+            };
+            expected.push((format!("{case} after {k} polls"), id, last));
+        }
+    }
+    tokio::time::sleep(SETTLE_WAIT).await;
+    for (case, id, last) in expected {
+        let got = store.find_by_id(&id).await;
+        match (last, got) {
+            (Some(want), Ok(got)) if got == want => {}
+            (None, Err(waggle_store::Error::NotFound { .. })) => {}
+            (want, got) => panic!(
+                "case {case:?}: {SETTLE_WAIT:?} after the completed call, {id:?} should be {:?} but is {:?}: the dropped call landed after it",
+                want.map(|e| e.name),
+                got.map(|e| e.name)
+            ),
+        }
     }
 }
 

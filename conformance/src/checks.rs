@@ -174,10 +174,11 @@ pub async fn round_trip<S: Repository + 'static, G: Send + 'static>(h: &Harness<
     let mut cases: Vec<(String, Environment)> = generate::edge_cases()
         .into_iter()
         .map(|(n, mut e)| {
-            e.id = format!("{}-{}", e.id, n.replace(' ', "_"))
-                .chars()
-                .take(100)
-                .collect();
+            // The edge cases of other fields share the id "edge"; the edge
+            // cases of the id itself are kept exactly as they are.
+            if e.id == "edge" {
+                e.id = format!("edge-{}", n.replace(' ', "_"));
+            }
             (n.to_owned(), e)
         })
         .collect();
@@ -303,6 +304,47 @@ pub async fn invalid_ids<S: Repository + 'static, G: Send + 'static>(h: &Harness
         }
         assert_contents(case, store, &model).await;
     }
+}
+
+/// Every id the rules allow — each boundary, and the characters stores
+/// like to mangle — is saved as it is, read back, listed in order,
+/// survives a reopen (where the backend offers one) and is deleted.
+pub async fn valid_ids<S: Repository + 'static, G: Send + 'static>(h: &Harness<S, G>) {
+    let mut inst = h.fresh().await;
+    let table = generate::valid_ids();
+    let mut model = BTreeMap::new();
+    for (case, id) in &table {
+        let e = env(id);
+        match inst.store().save(&e).await {
+            Ok(()) => {}
+            Err(err) => panic!("case {case:?}: save of the valid id {id:?} failed: {err}"),
+        }
+        let back = inst
+            .store()
+            .find_by_id(id)
+            .await
+            .unwrap_or_else(|err| panic!("case {case:?}: find_by_id({id:?}) failed: {err}"));
+        assert!(
+            back == e,
+            "case {case:?}: read back {:?} for id {id:?}",
+            back.id
+        );
+        model.insert(id.clone(), e);
+    }
+    assert_contents("every valid id", inst.store(), &model).await;
+    if h.can_reopen() {
+        inst.reopen().await;
+        assert_contents("every valid id, after a reopen", inst.store(), &model).await;
+    }
+    for (case, id) in &table {
+        inst.store()
+            .delete(id)
+            .await
+            .unwrap_or_else(|err| panic!("case {case:?}: delete({id:?}) failed: {err}"));
+        model.remove(id);
+        expect_not_found(case, id, inst.store().find_by_id(id).await);
+    }
+    assert_contents("every valid id deleted", inst.store(), &model).await;
 }
 
 /// Values are copies: changing a value after saving it, or a value read

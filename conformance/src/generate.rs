@@ -16,12 +16,34 @@ pub fn instant() -> impl Strategy<Value = DateTime<Utc>> {
         .prop_map(|(s, n)| DateTime::from_timestamp(s, n).unwrap_or_default())
 }
 
-/// Any valid id: printable, no whitespace, 1 to 128 bytes, sometimes unicode.
+/// Any valid id: printable, no whitespace, 1 to 128 bytes, sometimes unicode,
+/// and one time in four exactly 128 bytes.
 pub fn id() -> impl Strategy<Value = String> {
     prop_oneof![
-        "[a-z0-9-]{1,24}",
-        "[\\PC&&\\S]{1,32}".prop_filter("fits in 128 bytes", |s| s.len() <= MAX_ID_BYTES),
+        2 => "[a-z0-9-]{1,24}".boxed(),
+        1 => "[\\PC&&\\S]{1,32}"
+            .prop_filter("fits in 128 bytes", |s| s.len() <= MAX_ID_BYTES)
+            .boxed(),
+        1 => longest_id().boxed(),
     ]
+}
+
+/// A valid id of exactly [`MAX_ID_BYTES`] bytes: characters of every width
+/// up to the limit, then ASCII to fill it.
+pub fn longest_id() -> impl Strategy<Value = String> {
+    "[\\PC&&\\S]{1,64}".prop_map(|s| {
+        let mut id = String::with_capacity(MAX_ID_BYTES);
+        for c in s.chars() {
+            if id.len() + c.len_utf8() > MAX_ID_BYTES {
+                break;
+            }
+            id.push(c);
+        }
+        while id.len() < MAX_ID_BYTES {
+            id.push('~');
+        }
+        id
+    })
 }
 
 /// The lifecycle paths that reach each status from `creating`.
@@ -178,12 +200,49 @@ pub fn edge_cases() -> Vec<(&'static str, Environment)> {
     cases
 }
 
+/// Ids every store must accept and keep byte for byte, each with a case
+/// name: every boundary of the rules, and characters stores like to
+/// mangle (path separators, quotes, escapes, Unicode punctuation, marks).
+pub fn valid_ids() -> Vec<(&'static str, String)> {
+    let fill = |unit: &str, tail: &str| {
+        let mut id = unit.repeat((MAX_ID_BYTES - tail.len()) / unit.len());
+        id.push_str(tail);
+        id
+    };
+    vec![
+        ("1 byte", "a".into()),
+        ("1 byte of punctuation", "-".into()),
+        ("one 4-byte character", "🐝".into()),
+        ("128 bytes of ASCII", fill("x", "")),
+        ("128 bytes of 2-byte UTF-8", fill("é", "")),
+        ("128 bytes of 3-byte UTF-8, then ASCII", fill("€", "zz")),
+        ("128 bytes of 4-byte UTF-8", fill("🐝", "")),
+        ("127 bytes of ASCII", "x".repeat(MAX_ID_BYTES - 1)),
+        (
+            "every ASCII punctuation mark",
+            "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~".into(),
+        ),
+        ("a path", "../etc/passwd".into()),
+        ("backslashes", "C:\\Users\\env".into()),
+        ("percent-encoding", "a%2Fb%00".into()),
+        ("SQL quoting", "x';DROP-TABLE--".into()),
+        ("JSON escapes", "\\u0000\\n\"".into()),
+        ("Unicode punctuation of each class", "‿—⁅⁆‘’¡«»".into()),
+        ("combining mark", "e\u{301}".into()),
+        ("zero-width joiner", "👩\u{200d}💻".into()),
+        ("right-to-left", "שלום".into()),
+        ("looks like a number", "0001".into()),
+        ("dot", ".".into()),
+    ]
+}
+
 /// Ids no store accepts, each with a case name.
 pub fn invalid_ids() -> Vec<(&'static str, String)> {
     vec![
         ("empty", String::new()),
         ("129 bytes", "x".repeat(MAX_ID_BYTES + 1)),
         ("129 bytes of unicode", "é".repeat(64) + "x"),
+        ("129 bytes of 4-byte UTF-8 and ASCII", "🐝".repeat(32) + "x"),
         ("space", "a b".into()),
         ("leading space", " a".into()),
         ("tab", "a\tb".into()),

@@ -11,7 +11,20 @@ use waggle_store::Repository;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Fresh<S, G> = Box<dyn Fn() -> BoxFuture<(S, G)> + Send + Sync>;
-type Reopen<S, G> = Box<dyn Fn(&G) -> BoxFuture<S> + Send + Sync>;
+
+/// A reopen function with its types erased; its future may borrow the guard.
+trait Reopen<S, G>: Send + Sync {
+    fn reopen<'a>(&'a self, guard: &'a G) -> Pin<Box<dyn Future<Output = S> + 'a>>;
+}
+
+impl<S, G, F> Reopen<S, G> for F
+where
+    F: AsyncFn(&G) -> S + Send + Sync,
+{
+    fn reopen<'a>(&'a self, guard: &'a G) -> Pin<Box<dyn Future<Output = S> + 'a>> {
+        Box::pin(self(guard))
+    }
+}
 
 /// How the suite makes stores of the backend under test.
 ///
@@ -22,7 +35,7 @@ type Reopen<S, G> = Box<dyn Fn(&G) -> BoxFuture<S> + Send + Sync>;
 /// a restarted server would.
 pub struct Harness<S, G> {
     fresh: Fresh<S, G>,
-    reopen: Option<Reopen<S, G>>,
+    reopen: Option<Box<dyn Reopen<S, G>>>,
 }
 
 impl<S: Repository + 'static, G: Send + 'static> Harness<S, G> {
@@ -38,13 +51,14 @@ impl<S: Repository + 'static, G: Send + 'static> Harness<S, G> {
         }
     }
 
-    /// Adds the ability to reopen the storage a guard names.
-    pub fn with_reopen<R, Fut>(mut self, reopen: R) -> Self
+    /// Adds the ability to reopen the storage a guard names: an async
+    /// closure (or `async fn`) taking the guard by reference, whose future
+    /// may borrow it — `async |dir: &TempDir| MyStore::open(dir.path())`.
+    pub fn with_reopen<R>(mut self, reopen: R) -> Self
     where
-        R: Fn(&G) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = S> + Send + 'static,
+        R: AsyncFn(&G) -> S + Send + Sync + 'static,
     {
-        self.reopen = Some(Box::new(move |g| Box::pin(reopen(g))));
+        self.reopen = Some(Box::new(reopen));
         self
     }
 
@@ -113,6 +127,6 @@ impl<S: Repository + 'static, G: Send + 'static> Instance<'_, S, G> {
                 panic!("this backend gave no reopen to repository_conformance!")
             });
         drop(self.store.take());
-        self.store = Some(Arc::new(reopen(&self.guard).await));
+        self.store = Some(Arc::new(reopen.reopen(&self.guard).await));
     }
 }

@@ -23,12 +23,15 @@
 //! `WAGGLE_CONFORMANCE_CASES` (default 32).
 #![deny(missing_docs)]
 
+pub mod blocking;
 pub mod cancellation;
 pub mod checks;
 pub mod concurrency;
 pub mod generate;
 mod harness;
+mod linearizability;
 pub mod model;
+pub mod snapshot;
 
 pub use harness::{Harness, Instance};
 
@@ -107,6 +110,11 @@ pub const CHECKS: &[Check] = &[
         "save refuses invalid ids with InvalidId and stores nothing",
     ),
     check(
+        "valid_ids",
+        false,
+        "every id the rules allow (each boundary, 128 bytes of each UTF-8 width, punctuation) is kept byte for byte: read back, listed in order, reopened where offered, deleted",
+    ),
+    check(
         "copy_isolation",
         false,
         "changing a value passed to save or returned by a find changes nothing stored",
@@ -137,14 +145,29 @@ pub const CHECKS: &[Check] = &[
         "a call cut short by a timeout leaves the store as before or fully after, and usable",
     ),
     check(
+        "cancel_settles",
+        false,
+        "a save or delete dropped after k polls never lands after a later call's write of the same id",
+    ),
+    check(
         "no_executor_stall",
         false,
         "on a current-thread runtime a timeout around any call fires on time",
     ),
     check(
+        "no_blocking_poll",
+        false,
+        "on a current-thread runtime the median call of each operation holds the thread under 0.5 ms in every poll",
+    ),
+    check(
         "concurrent_linearizable",
         false,
-        "32 tasks on shared ids: each id's history is linearizable; count matches find_all",
+        "32 tasks on shared ids: each id's history is linearizable (bounded search; never an unbounded run or a silent pass); count matches find_all",
+    ),
+    check(
+        "snapshot_reads",
+        false,
+        "find_all and count return states that existed while one task inserts, then overwrites, ids in a fixed order",
     ),
     check(
         "concurrent_distinct_writers",
@@ -189,14 +212,18 @@ where
         "count" => rt.block_on(checks::count(harness)),
         "delete" => rt.block_on(checks::delete(harness)),
         "invalid_ids" => rt.block_on(checks::invalid_ids(harness)),
+        "valid_ids" => rt.block_on(checks::valid_ids(harness)),
         "copy_isolation" => rt.block_on(checks::copy_isolation(harness)),
         "reopen_persists" => rt.block_on(checks::reopen_persists(harness)),
         "model_sequences" => model::model_sequences(harness, &rt),
         "model_sequences_with_reopen" => model::model_sequences_with_reopen(harness, &rt),
         "cancel_after_polls" => rt.block_on(cancellation::cancel_after_polls(harness)),
         "cancel_by_timeout" => rt.block_on(cancellation::cancel_by_timeout(harness)),
+        "cancel_settles" => rt.block_on(cancellation::cancel_settles(harness)),
         "no_executor_stall" => current_thread().block_on(cancellation::no_executor_stall(harness)),
+        "no_blocking_poll" => current_thread().block_on(blocking::no_blocking_poll(harness)),
         "concurrent_linearizable" => rt.block_on(concurrency::concurrent_linearizable(harness)),
+        "snapshot_reads" => rt.block_on(snapshot::snapshot_reads(harness)),
         "concurrent_distinct_writers" => {
             rt.block_on(concurrency::concurrent_distinct_writers(harness))
         }
@@ -209,9 +236,11 @@ where
 ///
 /// * `fresh: || async { (store, guard) }` — a new, empty store and a value
 ///   kept alive as long as it (a temp dir; `()` if none).
-/// * `reopen: |guard: &G| async { store }` — optional: opens the storage the
-///   guard names again; the suite drops the previous store first. The
-///   future must not borrow the guard: clone what it needs.
+/// * `reopen: |guard: &G| async move { store }` — optional: opens the
+///   storage the guard names again; the suite drops the previous store
+///   first. The future may borrow the guard. Also accepted: an async
+///   closure (`async |guard: &G| …`) or the path of an
+///   `async fn(&G) -> S`.
 ///
 /// Without `reopen`, the checks that need it are generated with
 /// `#[ignore = "skipped: …"]` and show as ignored.
@@ -220,6 +249,27 @@ where
 /// called can be used in the closures.
 #[macro_export]
 macro_rules! repository_conformance {
+    ($name:ident, fresh: $fresh:expr, reopen: $(move)? |$guard:ident : $ty:ty| $body:expr $(,)?) => {
+        $crate::repository_conformance!(
+            $name,
+            fresh: $fresh,
+            reopen: async move |$guard: $ty| ($body).await,
+        );
+    };
+    ($name:ident, fresh: $fresh:expr, reopen: $(move)? |_ : $ty:ty| $body:expr $(,)?) => {
+        $crate::repository_conformance!(
+            $name,
+            fresh: $fresh,
+            reopen: async move |_: $ty| ($body).await,
+        );
+    };
+    ($name:ident, fresh: $fresh:expr, reopen: $(move)? |$guard:ident| $body:expr $(,)?) => {
+        ::core::compile_error!(concat!(
+            "repository_conformance!: give the guard's type in `reopen`, e.g. `reopen: |",
+            stringify!($guard),
+            ": &MyGuard| async move { … }`"
+        ));
+    };
     ($name:ident, fresh: $fresh:expr, reopen: $reopen:expr $(,)?) => {
         $crate::__conformance_module!(
             $name,
@@ -247,14 +297,18 @@ macro_rules! __conformance_module {
             $crate::__conformance_test!(count, $harness, run);
             $crate::__conformance_test!(delete, $harness, run);
             $crate::__conformance_test!(invalid_ids, $harness, run);
+            $crate::__conformance_test!(valid_ids, $harness, run);
             $crate::__conformance_test!(copy_isolation, $harness, run);
             $crate::__conformance_test!(reopen_persists, $harness, $reopen);
             $crate::__conformance_test!(model_sequences, $harness, run);
             $crate::__conformance_test!(model_sequences_with_reopen, $harness, $reopen);
             $crate::__conformance_test!(cancel_after_polls, $harness, run);
             $crate::__conformance_test!(cancel_by_timeout, $harness, run);
+            $crate::__conformance_test!(cancel_settles, $harness, run);
             $crate::__conformance_test!(no_executor_stall, $harness, run);
+            $crate::__conformance_test!(no_blocking_poll, $harness, run);
             $crate::__conformance_test!(concurrent_linearizable, $harness, run);
+            $crate::__conformance_test!(snapshot_reads, $harness, run);
             $crate::__conformance_test!(concurrent_distinct_writers, $harness, run);
 
             /// The macro generates a test for every check the crate knows.
@@ -268,14 +322,18 @@ macro_rules! __conformance_module {
                     "count",
                     "delete",
                     "invalid_ids",
+                    "valid_ids",
                     "copy_isolation",
                     "reopen_persists",
                     "model_sequences",
                     "model_sequences_with_reopen",
                     "cancel_after_polls",
                     "cancel_by_timeout",
+                    "cancel_settles",
                     "no_executor_stall",
+                    "no_blocking_poll",
                     "concurrent_linearizable",
+                    "snapshot_reads",
                     "concurrent_distinct_writers",
                 ];
                 assert_eq!(generated.to_vec(), $crate::check_names());

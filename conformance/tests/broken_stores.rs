@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use waggle_store::domain::validate_id;
+use waggle_store::domain::{InvalidId, validate_id};
 use waggle_store::{Environment, Error, Repository, Result, async_trait};
 use waggle_store_conformance::{CHECKS, Harness, run_check};
 
@@ -46,6 +46,30 @@ enum Defect {
     /// `find_by_id` reads a cache that writes update only after an await,
     /// once the change is already visible to `find_all`.
     CacheUpdatedLate,
+    /// `save` refuses ids of 128 bytes: an off-by-one in the length limit.
+    RefusesLongestIds,
+    /// `find_all` lists the ids, then reads each record from the live map,
+    /// yielding between records: it mixes states.
+    TornFindAll,
+    /// `count` reads a counter that writes update after an await, once the
+    /// change is already visible to `find_all`.
+    CountLagsBehind,
+    /// `save` blocks its thread for 1 ms (a synchronous sync, say).
+    BlocksEverySave,
+    /// A write takes a 1 ms round trip; a dropped one is finished by a
+    /// background retry 5 ms later, after whatever the caller did next.
+    DroppedWriteLandsLate,
+}
+
+/// Runs a closure when dropped: finishes a write whose caller went away.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 type Map = BTreeMap<String, Environment>;
@@ -64,6 +88,8 @@ struct Broken {
     counter: AtomicUsize,
     ghost: Mutex<Option<Environment>>,
     cache: Mutex<Map>,
+    /// How many values are stored, as [`Defect::CountLagsBehind`] counts.
+    live: Arc<AtomicUsize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,7 +99,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Broken {
     fn new(defect: Defect, durable: Arc<Durable>) -> Self {
         let working = Mutex::new(lock(&durable.map).clone());
-        let counter = AtomicUsize::new(lock(&durable.map).len());
+        let counter_start = lock(&durable.map).len();
+        let counter = AtomicUsize::new(counter_start);
         Self {
             defect,
             durable,
@@ -82,6 +109,7 @@ impl Broken {
             counter,
             ghost: Mutex::new(None),
             cache: Mutex::default(),
+            live: Arc::new(AtomicUsize::new(counter_start)),
         }
     }
 
@@ -101,6 +129,27 @@ impl Broken {
         }
     }
 
+    /// A guard that, unless disarmed (`.0.take()`), applies the write 5 ms
+    /// later from another thread: a background retry of a dropped call.
+    fn retry_if_dropped(
+        &self,
+        id: &str,
+        value: Option<Environment>,
+    ) -> OnDrop<impl FnOnce() + use<>> {
+        let durable = Arc::clone(&self.durable);
+        let id = id.to_owned();
+        OnDrop(Some(move || {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(5));
+                let mut map = lock(&durable.map);
+                match value {
+                    Some(env) => map.insert(id, env),
+                    None => map.remove(&id),
+                };
+            });
+        }))
+    }
+
     fn not_found(&self, id: &str) -> Error {
         let id = if self.defect == Defect::NotFoundWithoutId {
             ""
@@ -116,6 +165,16 @@ impl Repository for Broken {
     async fn save(&self, env: &Environment) -> Result<()> {
         if self.defect != Defect::AcceptsInvalidIds {
             validate_id(&env.id)?;
+        }
+        if self.defect == Defect::RefusesLongestIds && env.id.len() >= 128 {
+            return Err(InvalidId {
+                id: env.id.clone(),
+                reason: "the id is too long",
+            }
+            .into());
+        }
+        if self.defect == Defect::BlocksEverySave {
+            std::thread::sleep(Duration::from_millis(1));
         }
         let mut env = env.clone();
         if self.defect == Defect::TimestampsTruncated {
@@ -146,6 +205,22 @@ impl Repository for Broken {
                 tokio::time::sleep(Duration::from_millis(3)).await;
                 lock(&self.cache).insert(env.id.clone(), env);
             }
+            Defect::CountLagsBehind => {
+                let new = self.map().insert(env.id.clone(), env).is_none();
+                let live = Arc::clone(&self.live);
+                let _bump = OnDrop(Some(move || {
+                    if new {
+                        live.fetch_add(1, Ordering::SeqCst);
+                    }
+                }));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Defect::DroppedWriteLandsLate => {
+                let mut retry = self.retry_if_dropped(&env.id, Some(env.clone()));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                retry.0.take();
+                self.map().insert(env.id.clone(), env);
+            }
             _ => {
                 self.map().insert(env.id.clone(), env);
             }
@@ -170,6 +245,15 @@ impl Repository for Broken {
     }
 
     async fn find_all(&self) -> Result<Vec<Environment>> {
+        if self.defect == Defect::TornFindAll {
+            let ids: Vec<String> = self.map().keys().cloned().collect();
+            let mut all = Vec::with_capacity(ids.len());
+            for id in ids {
+                tokio::task::yield_now().await;
+                all.extend(self.map().get(&id).cloned());
+            }
+            return Ok(all);
+        }
         let mut all: Vec<Environment> = self.map().values().cloned().collect();
         match self.defect {
             Defect::FindAllUnsorted => all.reverse(),
@@ -180,7 +264,19 @@ impl Repository for Broken {
     }
 
     async fn delete(&self, id: &str) -> Result<()> {
+        if self.defect == Defect::DroppedWriteLandsLate {
+            let mut retry = self.retry_if_dropped(id, None);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            retry.0.take();
+        }
         let removed = self.map().remove(id);
+        if self.defect == Defect::CountLagsBehind && removed.is_some() {
+            let live = Arc::clone(&self.live);
+            let _drop = OnDrop(Some(move || {
+                live.fetch_sub(1, Ordering::SeqCst);
+            }));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         if self.defect == Defect::CacheUpdatedLate && removed.is_some() {
             tokio::time::sleep(Duration::from_millis(3)).await;
             lock(&self.cache).remove(id);
@@ -201,6 +297,7 @@ impl Repository for Broken {
         let n = self.map().len();
         match self.defect {
             Defect::UpsertCountedTwice => Ok(self.counter.load(Ordering::SeqCst)),
+            Defect::CountLagsBehind => Ok(self.live.load(Ordering::SeqCst)),
             Defect::BlockingCount if n > 100 => {
                 std::thread::sleep(Duration::from_millis(400));
                 Ok(n)
@@ -273,29 +370,38 @@ broken! {
         ["delete", "model_sequences", "model_sequences_with_reopen", "not_found"]
         maybe ["concurrent_linearizable"];
     not_found_without_id: NotFoundWithoutId =>
-        ["delete", "model_sequences", "model_sequences_with_reopen", "not_found", "reopen_persists"];
+        ["delete", "model_sequences", "model_sequences_with_reopen", "not_found", "reopen_persists",
+         "valid_ids"];
     upsert_counted_twice: UpsertCountedTwice =>
         ["cancel_after_polls", "cancel_by_timeout", "concurrent_linearizable", "count",
-         "model_sequences", "model_sequences_with_reopen", "upsert"];
+         "model_sequences", "model_sequences_with_reopen", "upsert"]
+        maybe ["snapshot_reads"];
     timestamps_truncated: TimestampsTruncated =>
         ["model_sequences", "model_sequences_with_reopen", "reopen_persists", "round_trip", "upsert"];
     stale_find_all_after_delete: StaleFindAllAfterDelete =>
         ["cancel_after_polls", "cancel_by_timeout", "concurrent_linearizable", "count", "delete",
-         "model_sequences", "model_sequences_with_reopen"];
+         "model_sequences", "model_sequences_with_reopen", "valid_ids"];
     find_all_unsorted: FindAllUnsorted =>
         ["delete", "find_all_order", "model_sequences", "model_sequences_with_reopen",
-         "reopen_persists", "round_trip", "upsert"];
+         "reopen_persists", "round_trip", "snapshot_reads", "upsert", "valid_ids"];
     accepts_invalid_ids: AcceptsInvalidIds => ["count", "invalid_ids"];
     find_touches_stored_value: FindTouchesStoredValue =>
-        ["cancel_after_polls", "cancel_by_timeout", "concurrent_distinct_writers",
+        ["cancel_after_polls", "cancel_by_timeout", "cancel_settles", "concurrent_distinct_writers",
          "concurrent_linearizable", "copy_isolation", "delete", "find_all_order", "invalid_ids",
-         "model_sequences", "model_sequences_with_reopen", "reopen_persists", "round_trip", "upsert"];
+         "model_sequences", "model_sequences_with_reopen", "reopen_persists", "round_trip", "upsert",
+         "valid_ids"];
     loses_buffer_on_reopen: LosesBufferOnReopen => ["model_sequences_with_reopen", "reopen_persists"];
     read_modify_write_across_await: ReadModifyWriteAcrossAwait =>
         ["concurrent_distinct_writers"] maybe ["concurrent_linearizable"];
     torn_save_across_await: TornSaveAcrossAwait =>
         ["cancel_after_polls", "cancel_by_timeout"] maybe ["concurrent_linearizable"];
-    blocking_count: BlockingCount => ["no_executor_stall"];
+    blocking_count: BlockingCount => ["no_blocking_poll", "no_executor_stall"];
     cache_updated_late: CacheUpdatedLate =>
         ["concurrent_linearizable"] maybe ["cancel_after_polls", "cancel_by_timeout"];
+    refuses_longest_ids: RefusesLongestIds => ["round_trip", "valid_ids"];
+    torn_find_all: TornFindAll => ["snapshot_reads"];
+    count_lags_behind: CountLagsBehind => ["snapshot_reads"];
+    blocks_every_save: BlocksEverySave => ["no_blocking_poll"];
+    dropped_write_lands_late: DroppedWriteLandsLate =>
+        ["cancel_settles"] maybe ["cancel_after_polls", "cancel_by_timeout"];
 }

@@ -1,0 +1,259 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Snapshot reads: `find_all` and `count` see a state that existed.
+//!
+//! Per-id linearizability cannot see a `find_all` that mixes values from
+//! before and after a run of saves, nor a `count` that disagrees with the
+//! reads around it. Here one task writes in a fixed order while others
+//! read, and every read must match a state the writer passed through:
+//!
+//! * **Inserts** (`count` against `find_all`): the writer saves new ids
+//!   `i000, i001, …` in order, so every state is a prefix. Each `find_all`
+//!   must be a prefix; each reader's reads never go back; a `count` lies
+//!   between the `find_all`s its reader made just before and just after
+//!   it; and every read lies between the writes acknowledged before it
+//!   began and the writes begun before it ended.
+//! * **Upserts** (`find_all` atomicity): the writer saves `s0 … s7` over
+//!   and over in that order, each round one version higher. A snapshot can
+//!   only show versions that do not increase along the order and differ by
+//!   at most one; its position (the sum of the versions) never goes back
+//!   for one reader and lies between the writes acknowledged and begun.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use waggle_store::{Environment, Repository, Runtime};
+
+use crate::harness::Harness;
+
+const READERS: usize = 3;
+const INSERTS: u64 = 150;
+const IDS: u64 = 8;
+const ROUNDS: u64 = 60;
+
+fn value(id: String, version: u64) -> Environment {
+    Environment::new_at(
+        id,
+        format!("v{version}"),
+        Runtime::Shell,
+        Default::default(),
+    )
+}
+
+fn version_of(env: &Environment) -> u64 {
+    env.name
+        .strip_prefix('v')
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("read a value that no task saved: {env:?}"))
+}
+
+/// The most reads one reader makes before the check gives up on a writer
+/// that makes no progress.
+const MAX_READS: u64 = 200_000;
+
+/// Sets `done` when dropped, so readers stop even if the writer panics.
+struct Finished(Arc<Progress>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.done.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Yields, then stops the reader with a failure if it has read too often.
+async fn next_read(reads: u64) {
+    tokio::task::yield_now().await;
+    assert!(
+        reads < MAX_READS,
+        "{MAX_READS} reads and the writer has not finished: its saves make no progress"
+    );
+}
+
+/// How far the writer is: writes begun and writes acknowledged.
+#[derive(Default)]
+struct Progress {
+    begun: AtomicU64,
+    acked: AtomicU64,
+    done: AtomicBool,
+}
+
+impl Progress {
+    async fn write<S: Repository>(&self, store: &S, env: &Environment) {
+        self.begun.fetch_add(1, Ordering::SeqCst);
+        store
+            .save(env)
+            .await
+            .unwrap_or_else(|e| panic!("save({:?}) failed: {e}", env.id));
+        self.acked.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Asserts a read that began when `acked_before` writes were
+    /// acknowledged saw `position` writes, no more than were begun by now.
+    fn bounds(&self, what: &str, acked_before: u64, position: u64) {
+        let begun_after = self.begun.load(Ordering::SeqCst);
+        assert!(
+            (acked_before..=begun_after).contains(&position),
+            "{what} saw {position} writes, but {acked_before} were acknowledged before it began and only {begun_after} had begun when it returned"
+        );
+    }
+}
+
+/// Runs `read` in `READERS` tasks until the writer is done (and once more).
+async fn readers<S, F, Fut>(store: &Arc<S>, progress: &Arc<Progress>, read: F) -> Vec<u64>
+where
+    S: Repository + 'static,
+    F: Fn(Arc<S>, Arc<Progress>) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = u64> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..READERS {
+        let (store, progress) = (Arc::clone(store), Arc::clone(progress));
+        tasks.spawn(read(store, progress));
+    }
+    let mut reads = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        reads.push(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+    }
+    reads
+}
+
+async fn insert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) -> u64 {
+    let mut reads = 0;
+    let mut seen = 0; // the largest state this reader has seen
+    loop {
+        next_read(reads).await;
+        let last = progress.done.load(Ordering::SeqCst);
+        let acked = progress.acked.load(Ordering::SeqCst);
+        let all = store
+            .find_all()
+            .await
+            .unwrap_or_else(|e| panic!("find_all failed: {e}"));
+        let len = all.len() as u64;
+        for (i, env) in all.iter().enumerate() {
+            assert_eq!(
+                env.id,
+                format!("i{i:03}"),
+                "find_all during inserts in order must return a prefix of them, got ids {:?}",
+                all.iter().map(|e| &e.id).collect::<Vec<_>>()
+            );
+        }
+        assert!(
+            len >= seen,
+            "find_all saw {len} records after this task had seen {seen}: no record was deleted"
+        );
+        progress.bounds("find_all", acked, len);
+        let acked = progress.acked.load(Ordering::SeqCst);
+        let count = store
+            .count()
+            .await
+            .unwrap_or_else(|e| panic!("count failed: {e}")) as u64;
+        assert!(
+            count >= len,
+            "count returned {count} right after find_all returned {len} records: no record was deleted"
+        );
+        progress.bounds("count", acked, count);
+        seen = count;
+        reads += 2;
+        if last {
+            assert_eq!(count, INSERTS, "count after every insert");
+            return reads;
+        }
+    }
+}
+
+async fn upsert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) -> u64 {
+    let mut reads = 0;
+    let mut seen = 0;
+    loop {
+        next_read(reads).await;
+        let last = progress.done.load(Ordering::SeqCst);
+        let acked = progress.acked.load(Ordering::SeqCst);
+        let all = store
+            .find_all()
+            .await
+            .unwrap_or_else(|e| panic!("find_all failed: {e}"));
+        let versions: Vec<u64> = all.iter().map(version_of).collect();
+        let ids: Vec<String> = (0..IDS).map(|i| format!("s{i}")).collect();
+        assert!(
+            all.iter().map(|e| &e.id).eq(ids.iter()),
+            "find_all must return every id while they are only overwritten, got {:?}",
+            all.iter().map(|e| &e.id).collect::<Vec<_>>()
+        );
+        let ordered = versions.windows(2).all(|w| w[0] >= w[1]);
+        let close = versions
+            .first()
+            .zip(versions.last())
+            .is_some_and(|(a, b)| a - b <= 1);
+        assert!(
+            ordered && close,
+            "find_all returned a state that never existed: versions {versions:?} of ids saved in order s0…s{} each round (a snapshot shows versions that never increase along the order and differ by at most one)",
+            IDS - 1
+        );
+        let position: u64 = versions.iter().sum();
+        assert!(
+            position >= seen,
+            "find_all went back in time for one task: versions {versions:?} after it had seen {seen} writes"
+        );
+        progress.bounds("find_all", acked, position);
+        seen = position;
+        reads += 1;
+        if last {
+            return reads;
+        }
+    }
+}
+
+/// `find_all` and `count` return states that existed, while one task
+/// inserts and then overwrites ids in a fixed order.
+pub async fn snapshot_reads<S: Repository + 'static, G: Send + 'static>(h: &Harness<S, G>) {
+    // Inserts: count against find_all.
+    let inst = h.fresh().await;
+    let store = inst.shared();
+    let progress = Arc::new(Progress::default());
+    let writer = {
+        let (store, progress) = (Arc::clone(&store), Arc::clone(&progress));
+        tokio::spawn(async move {
+            let _finished = Finished(Arc::clone(&progress));
+            for i in 0..INSERTS {
+                progress.write(&*store, &value(format!("i{i:03}"), 0)).await;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let reads = readers(&store, &progress, insert_reader).await;
+    writer
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    assert!(reads.iter().all(|&n| n > 0), "every reader read");
+    drop((store, inst));
+
+    // Upserts: find_all atomicity.
+    let inst = h.fresh().await;
+    let store = inst.shared();
+    for i in 0..IDS {
+        store
+            .save(&value(format!("s{i}"), 0))
+            .await
+            .unwrap_or_else(|e| panic!("seeding: {e}"));
+    }
+    let progress = Arc::new(Progress::default());
+    let writer = {
+        let (store, progress) = (Arc::clone(&store), Arc::clone(&progress));
+        tokio::spawn(async move {
+            let _finished = Finished(Arc::clone(&progress));
+            for round in 1..=ROUNDS {
+                for i in 0..IDS {
+                    progress
+                        .write(&*store, &value(format!("s{i}"), round))
+                        .await;
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    readers(&store, &progress, upsert_reader).await;
+    writer
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+}
