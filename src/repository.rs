@@ -37,6 +37,10 @@ use crate::error::Result;
 /// * **Cancellation.** A future dropped or timed out before it completes
 ///   leaves the store as it was before the call or as it would be fully
 ///   after it, never in between, and never wedged: later calls work.
+///   Once the dropped future has given control back, its write is settled
+///   in order: if it still lands, it lands before any call made afterwards
+///   by the same process, so it never overwrites a later write of the same
+///   id.
 /// * **No blocking.** Methods do not block the async worker thread they are
 ///   polled on; a timeout around any call fires on time.
 ///
@@ -66,7 +70,9 @@ pub trait Repository: Send + Sync {
     ///
     /// Cancel safe in the contract's sense: if the future is dropped, the
     /// value is either not stored at all or stored whole. Which one is not
-    /// reported; save again to be sure.
+    /// reported; save again to be sure. Once the drop has returned, the
+    /// dropped save can no longer overwrite a later `save` or `delete` of
+    /// the same id made by this process.
     async fn save(&self, env: &Environment) -> Result<()>;
 
     /// Returns a copy of the value stored under `id`, or `NotFound`.
@@ -88,7 +94,9 @@ pub trait Repository: Send + Sync {
     /// # Cancel safety
     ///
     /// Cancel safe in the contract's sense: if the future is dropped, the
-    /// value is either still stored whole or gone.
+    /// value is either still stored whole or gone. Once the drop has
+    /// returned, the dropped delete can no longer remove a value a later
+    /// `save` of the same id by this process stored.
     async fn delete(&self, id: &str) -> Result<()>;
 
     /// Returns how many values are stored.

@@ -667,7 +667,9 @@ impl Repository for RedbStore {
     /// # Cancel safety
     ///
     /// Cancel safe: dropped before a leader takes it, nothing is stored;
-    /// after, it is committed whole. On a multi-thread runtime the caller
+    /// after, it is committed whole — in a batch taken before any write
+    /// queued after the drop, so it never overwrites a later write of the
+    /// same id. On a multi-thread runtime the caller
     /// may lead the batch itself inside `block_in_place`: other tasks of
     /// its worker move on, but futures joined with this one in the same
     /// task wait for the sync (a fraction of a millisecond).
@@ -720,7 +722,8 @@ impl Repository for RedbStore {
     /// # Cancel safety
     ///
     /// Cancel safe: dropped before a leader takes it, nothing is removed;
-    /// after, the removal is committed.
+    /// after, the removal is committed — in a batch taken before any write
+    /// queued after the drop.
     async fn delete(&self, id: &str) -> Result<()> {
         self.write(Op::Delete { id: id.to_owned() }).await
     }
