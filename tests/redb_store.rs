@@ -169,30 +169,53 @@ fn child_entry() {
 
 #[test]
 fn survives_kill_9_loop() {
-    kill_9_loop("writer");
+    kill_9_loop("writer", false);
 }
 
 /// The same, with a checkpoint every 16 ids: kills land while checkpoints
 /// run and journal files switch.
 #[test]
 fn survives_kill_9_loop_while_checkpointing() {
-    kill_9_loop("writer-checkpointing");
+    kill_9_loop("writer-checkpointing", false);
 }
 
-fn kill_9_loop(mode: &str) {
+/// The same store opened by two names — a symbolic link and the file it
+/// points to — alternately, with a kill between: the journal follows the
+/// file, so neither name loses what the other acknowledged.
+#[test]
+fn survives_kill_9_through_a_symlink_and_its_target() {
+    kill_9_loop("writer-checkpointing", true);
+}
+
+/// Kills a child writer `WAGGLE_SOAK_KILLS` times (20), reopening after
+/// each. With `through_link`, the child and the reopen use a symbolic link
+/// and the real path in turn.
+fn kill_9_loop(mode: &str, through_link: bool) {
     let kills: usize = std::env::var("WAGGLE_SOAK_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.path().join("waggle.db");
+    let path = dir.path().join("real").join("waggle.db");
+    let link = dir.path().join("link.db");
+    let names = if through_link {
+        RedbStore::open(&path)
+            .and_then(RedbStore::close)
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(&path, &link).unwrap_or_else(|e| panic!("{e}"));
+        [link.clone(), path.clone()]
+    } else {
+        [path.clone(), path.clone()]
+    };
     let mut acked = std::collections::BTreeSet::new();
     let mut deleted = std::collections::BTreeSet::new();
     let mut deleting = std::collections::BTreeSet::new();
     let rt = rt();
     let (mut journals, mut checkpoints) = (0, 0_u64);
     for k in 0..kills {
-        let mut proc = child(mode, &path).spawn().unwrap_or_else(|e| panic!("{e}"));
+        let mut proc = child(mode, &names[k % 2])
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
         let stdout = proc.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let lines = std::thread::spawn(move || {
             BufReader::new(stdout)
@@ -224,8 +247,8 @@ fn kill_9_loop(mode: &str) {
         }
         // Reopen after every kill: recovery must succeed and lose nothing acknowledged.
         rt.block_on(async {
-            let store =
-                RedbStore::open(&path).unwrap_or_else(|e| panic!("reopen after kill {k}: {e}"));
+            let store = RedbStore::open(&names[(k + 1) % 2])
+                .unwrap_or_else(|e| panic!("reopen after kill {k}: {e}"));
             let all = store
                 .find_all()
                 .await
@@ -258,10 +281,21 @@ fn kill_9_loop(mode: &str) {
         acked.len()
     );
     println!(
-        "kill -9 ({mode}): kills survived: {kills}, journals replayed: {journals}, checkpoints: {checkpoints}, acknowledged saves: {}, acknowledged deletes: {lost_deletes}, records lost: 0",
+        "kill -9 ({mode}{}): kills survived: {kills}, journals replayed: {journals}, checkpoints: {checkpoints}, acknowledged saves: {}, acknowledged deletes: {lost_deletes}, records lost: 0",
+        if through_link {
+            ", through a symlink and its target in turn"
+        } else {
+            ""
+        },
         acked.len()
     );
     assert!(journals > 0, "no kill left a journal to replay");
+    if through_link {
+        assert!(
+            !std::fs::exists(wal_of(&link)).unwrap_or(true),
+            "a journal was made beside the link"
+        );
+    }
     if mode == "writer-checkpointing" {
         assert!(
             checkpoints > kills as u64,
@@ -755,6 +789,40 @@ fn bad_files_are_refused_untouched() {
         assert!(ro.is_err(), "case {case:?}: opened read-only");
     }
     println!("bad files: {} kinds refused, 0 modified", 7);
+}
+
+/// A store path that is a symbolic link to nothing is refused, naming the
+/// link and its target, and nothing is created: no store, no journal, no
+/// `.creating-*` file (it used to recurse until the stack overflowed).
+#[test]
+fn a_dangling_symlink_is_refused() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let link = dir.path().join("waggle.db");
+    let target = dir.path().join("moved-away.db");
+    std::os::unix::fs::symlink(&target, &link).unwrap_or_else(|e| panic!("{e}"));
+    let writable = RedbStore::open(&link).map(drop);
+    let read_only = RedbStore::open_read_only(&link).map(drop);
+    for (how, result) in [("open", writable), ("open_read_only", read_only)] {
+        let message = match result {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("{how} of a dangling link succeeded"),
+        };
+        assert!(
+            message.contains(&link.display().to_string())
+                && message.contains(&target.display().to_string()),
+            "{how}: the error names both paths: {message}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map_while(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("waggle.db")],
+        "only the link"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use std::fs::{DirBuilder, File};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use redb::{
     Database, DatabaseError, ReadTransaction, ReadableDatabase, StorageError, TableDefinition,
@@ -43,6 +43,38 @@ pub(super) const HINT_NEWER: &str =
 pub(super) const HINT_CORRUPT: &str =
     "restore it from a backup (waggle-store import) or move it aside to start empty";
 pub(super) const HINT_IO: &str = "check the path, its permissions and the disk";
+pub(super) const HINT_DANGLING: &str = "the store path is a symbolic link to a file that does not exist: point the link at the store, or remove it to start a new store at the path. Nothing was created or modified";
+
+/// The file a store path names: a symbolic link is followed to its target,
+/// so the journal always sits beside the store file itself, whichever path
+/// it is opened by. A path that does not exist yet is kept as it is (a new
+/// store is created there); a link whose target does not exist is refused,
+/// naming both.
+pub(super) fn resolve(path: &Path) -> Result<PathBuf> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(target) => {
+                tracing::debug!(link = %path.display(), target = %target.display(), "store path is a link");
+                Ok(target)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let target = std::fs::read_link(path).map_or_else(
+                    |_| "an unreadable target".to_owned(),
+                    |t| format!("{}", t.display()),
+                );
+                Err(open_error(
+                    path,
+                    format!("it is a symbolic link to {target}, which does not exist"),
+                    HINT_DANGLING,
+                ))
+            }
+            Err(e) => Err(io_error(path, "cannot follow its symbolic link", e)),
+        },
+        Ok(_) => Ok(path.to_owned()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(path.to_owned()),
+        Err(e) => Err(io_error(path, "cannot read its metadata", e)),
+    }
+}
 
 pub(super) fn open_error(path: &Path, reason: impl Into<String>, hint: &'static str) -> Error {
     Error::Open {

@@ -80,7 +80,7 @@ use tokio::sync::oneshot;
 use self::file::{
     HINT_CORRUPT, HINT_DIR, HINT_FOREIGN, HINT_IO, HINT_NEWER, Layout, RECORDS, create_dirs,
     damaged, database_error, ensure_journal_meta, initialise, inspect_opening, io_error,
-    journal_meta, open_error, snapshot, storage, sync_parent,
+    journal_meta, open_error, resolve, snapshot, storage, sync_parent,
 };
 use self::journal::{Journal, JournalError, Scan};
 use self::pending::Overlay;
@@ -224,10 +224,19 @@ impl RedbStore {
     /// Like [`open`](Self::open), with explicit [`RedbOptions`].
     pub fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self> {
         let path = path.as_ref();
-        not_panicking(path, || Self::open_inner(path, options))
+        not_panicking(path, || Self::open_inner(&resolve(path)?, options, 0))
     }
 
-    fn open_inner(path: &Path, options: RedbOptions) -> Result<Self> {
+    /// Opens `path` (already resolved); `attempt` counts the retries after
+    /// another process created the file first.
+    fn open_inner(path: &Path, options: RedbOptions, attempt: u32) -> Result<Self> {
+        if attempt > 8 {
+            return Err(open_error(
+                path,
+                "it changed under this open nine times in a row (created and removed by another process?)",
+                HINT_IO,
+            ));
+        }
         let started = Instant::now();
         let meta = match fs::metadata(path) {
             Ok(meta) => Some(meta),
@@ -241,7 +250,7 @@ impl RedbStore {
             // hand): replaced whole by a new store.
             Some(m) if m.len() == 0 => match create_store(path, &options, Place::OverEmpty)? {
                 Some(db) => db,
-                None => return Self::open_inner(path, options),
+                None => return Self::open_inner(path, options, attempt + 1),
             },
             Some(_) => {
                 // Look before writing anything: a read-only open changes nothing.
@@ -277,7 +286,7 @@ impl RedbStore {
                 match create_store(path, &options, Place::New)? {
                     Some(db) => db,
                     // Another process created it meanwhile: open that one.
-                    None => return Self::open_inner(path, options),
+                    None => return Self::open_inner(path, options, attempt + 1),
                 }
             }
         };
@@ -332,7 +341,7 @@ impl RedbStore {
     /// exist or was left by a crash and not yet recovered by a writer.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        not_panicking(path, || Self::open_read_only_inner(path))
+        not_panicking(path, || Self::open_read_only_inner(&resolve(path)?))
     }
 
     fn open_read_only_inner(path: &Path) -> Result<Self> {
