@@ -61,13 +61,26 @@ impl Drop for Finished {
     }
 }
 
-/// Yields, then stops the reader with a failure if it has read too often.
-async fn next_read(reads: u64) {
+/// Yields (stopping the reader with a failure if it has read too often),
+/// then calls `find_all`. Returns whether the writer had finished before
+/// it began, how many writes were acknowledged then, and what it returned.
+async fn read_all<S: Repository>(
+    store: &S,
+    progress: &Progress,
+    reads: u64,
+) -> (bool, u64, Vec<Environment>) {
     tokio::task::yield_now().await;
     assert!(
         reads < MAX_READS,
         "{MAX_READS} reads and the writer has not finished: its saves make no progress"
     );
+    let last = progress.done.load(Ordering::SeqCst);
+    let acked = progress.acked.load(Ordering::SeqCst);
+    let all = store
+        .find_all()
+        .await
+        .unwrap_or_else(|e| panic!("find_all failed: {e}"));
+    (last, acked, all)
 }
 
 /// How far the writer is: writes begun and writes acknowledged.
@@ -122,13 +135,7 @@ async fn insert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) ->
     let mut reads = 0;
     let mut seen = 0; // the largest state this reader has seen
     loop {
-        next_read(reads).await;
-        let last = progress.done.load(Ordering::SeqCst);
-        let acked = progress.acked.load(Ordering::SeqCst);
-        let all = store
-            .find_all()
-            .await
-            .unwrap_or_else(|e| panic!("find_all failed: {e}"));
+        let (last, acked, all) = read_all(&*store, &progress, reads).await;
         let len = all.len() as u64;
         for (i, env) in all.iter().enumerate() {
             assert_eq!(
@@ -166,13 +173,7 @@ async fn upsert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) ->
     let mut reads = 0;
     let mut seen = 0;
     loop {
-        next_read(reads).await;
-        let last = progress.done.load(Ordering::SeqCst);
-        let acked = progress.acked.load(Ordering::SeqCst);
-        let all = store
-            .find_all()
-            .await
-            .unwrap_or_else(|e| panic!("find_all failed: {e}"));
+        let (last, acked, all) = read_all(&*store, &progress, reads).await;
         let versions: Vec<u64> = all.iter().map(version_of).collect();
         let ids: Vec<String> = (0..IDS).map(|i| format!("s{i}")).collect();
         assert!(
