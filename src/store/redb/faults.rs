@@ -199,3 +199,49 @@ fn a_failed_fence_refuses_writes_until_reopened() {
          refused writes kept: 0, records lost: 0"
     );
 }
+
+/// A panic inside the storage engine while closing (redb can panic on a
+/// damaged page in the last checkpoint) never reaches the caller of
+/// `close` or of `drop`: `close` returns a typed error, `drop` logs it, and
+/// the journal kept behind is replayed by the next open, losing nothing.
+#[test]
+fn a_panic_while_closing_stays_inside() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("waggle.db");
+    for how in ["close", "drop"] {
+        let store = RedbStore::open(&path).expect("open");
+        let id = format!("kept-through-{how}");
+        rt.block_on(store.save(&env(&id))).expect("save");
+        store
+            .lane
+            .clone()
+            .expect("a writable store")
+            .panic_on_close();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match how {
+            "close" => store.close(),
+            _ => {
+                drop(store);
+                Ok(())
+            }
+        }));
+        match (how, outcome) {
+            (_, Err(_)) => panic!("{how}: the panic reached the caller"),
+            ("close", Ok(Err(e))) => assert!(
+                e.to_string().contains("panicked while closing"),
+                "close: {e}"
+            ),
+            ("close", Ok(Ok(()))) => panic!("close reported success after a panic"),
+            _ => {}
+        }
+        let reopened = RedbStore::open(&path).expect("reopen");
+        assert!(
+            ids(&rt, &reopened).contains(&id),
+            "{how}: the save before the panic was lost"
+        );
+        reopened.close().expect("close");
+    }
+}

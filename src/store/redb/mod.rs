@@ -323,6 +323,8 @@ impl RedbStore {
             lookup: None,
             #[cfg(test)]
             fail_drain: false,
+            #[cfg(test)]
+            panic_in_drain: false,
         });
         tracing::info!(path = %path.display(), elapsed = ?started.elapsed(), "opened redb store");
         Ok(Self {
@@ -423,8 +425,30 @@ impl RedbStore {
         }
     }
 
+    /// Closes the store; a panic inside the storage engine (redb, on a
+    /// damaged page) becomes an error here, never reaching `close`'s or
+    /// `drop`'s caller. After a panic in the last checkpoint the file is
+    /// still closed, and the journal is kept and replayed at the next open.
     fn shutdown(&mut self) -> Result<()> {
-        self.stop_writer();
+        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stop_writer()));
+        let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.close_file()))
+            .unwrap_or_else(|_| {
+                Err(damaged(
+                    &self.path,
+                    &"the storage engine panicked while closing the file",
+                ))
+            });
+        match stopped {
+            Ok(()) => closed,
+            Err(_) => Err(damaged(
+                &self.path,
+                &"the storage engine panicked while closing it (in the last checkpoint); the journal is kept and replayed at the next open",
+            )),
+        }
+    }
+
+    /// Waits for reads in flight and closes the redb file.
+    fn close_file(&mut self) -> Result<()> {
         // Reads already handed to the blocking pool finish in microseconds;
         // wait for them so the file is closed when this returns.
         let Some(db) = self.db.take() else {

@@ -382,6 +382,15 @@ impl Lane {
         }
     }
 
+    /// Makes the checkpoint that closing runs panic.
+    #[cfg(test)]
+    pub(super) fn panic_on_close(&self) {
+        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(writer) = &mut core.writer {
+            writer.panic_in_drain = true;
+        }
+    }
+
     /// Checkpoints now (which switches journal files) and waits for it.
     #[cfg(test)]
     pub(super) fn checkpoint_now(&self) {
@@ -443,6 +452,9 @@ pub(super) struct Writer {
     /// Makes the next drain fail.
     #[cfg(test)]
     pub(super) fail_drain: bool,
+    /// Makes the last checkpoint panic, as redb can on a damaged page.
+    #[cfg(test)]
+    pub(super) panic_in_drain: bool,
 }
 
 impl Writer {
@@ -563,6 +575,10 @@ impl Writer {
         #[cfg(test)]
         if std::mem::take(&mut self.fail_drain) {
             return Err(Error::storage("checkpointing", "injected fault"));
+        }
+        #[cfg(test)]
+        if self.panic_in_drain {
+            panic!("injected panic in the last checkpoint");
         }
         if let Some((job, _)) = self.in_flight.take() {
             if let Some(Err(_)) = self.checkpointer.outcome(job.id, true) {
