@@ -18,8 +18,6 @@
 //!   call; anything else that stretches a poll does not.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use waggle_store::{Environment, Repository, Runtime};
@@ -55,36 +53,22 @@ fn involuntary_switches() -> i64 {
     0
 }
 
-/// A future that records the longest of its polls that ran unpreempted.
-struct Timed<'a, F> {
-    inner: Pin<Box<F>>,
-    longest: &'a mut Duration,
-}
-
-impl<F: Future> Future for Timed<'_, F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+/// Runs `fut` to completion and returns the longest of its polls that ran
+/// unpreempted.
+async fn longest_poll<F: Future>(fut: F) -> Duration {
+    let mut fut = std::pin::pin!(fut);
+    let mut longest = Duration::ZERO;
+    std::future::poll_fn(|cx| {
         let switches = involuntary_switches();
         let started = Instant::now();
-        let out = self.inner.as_mut().poll(cx);
+        let out = fut.as_mut().poll(cx);
         let took = started.elapsed();
-        if involuntary_switches() == switches && took > *self.longest {
-            *self.longest = took;
+        if involuntary_switches() == switches {
+            longest = longest.max(took);
         }
-        out
-    }
-}
-
-/// Runs `fut` to completion and returns the longest of its polls.
-async fn longest_poll<F: Future>(fut: F) -> Duration {
-    let mut longest = Duration::ZERO;
-    Timed {
-        inner: Box::pin(fut),
-        longest: &mut longest,
-    }
-    .await;
-    longest
+        out.map(|_| longest)
+    })
+    .await
 }
 
 fn record(id: String) -> Environment {
@@ -112,6 +96,7 @@ pub async fn median_longest_polls<S: Repository>(store: &S) -> Vec<(&'static str
     ];
     for op in ops {
         let mut polls = Vec::with_capacity(CALLS);
+        let mut over = 0;
         for i in 0..CALLS {
             let id = format!("b{:03}", i % RECORDS);
             let fresh = format!("new-{i}");
@@ -127,8 +112,9 @@ pub async fn median_longest_polls<S: Repository>(store: &S) -> Vec<(&'static str
                 _ => longest_poll(store.delete("missing")).await,
             };
             polls.push(took);
+            over += usize::from(took >= LIMIT);
             // Once most calls are over the limit, the median is too.
-            if polls.iter().filter(|&&p| p >= LIMIT).count() > CALLS / 2 {
+            if over > CALLS / 2 {
                 break;
             }
         }

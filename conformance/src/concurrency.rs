@@ -36,6 +36,13 @@ fn tag_of(env: &Environment, key: &str) -> u64 {
     }
 }
 
+/// What `all` (a `find_all`) says of `key`, as a find's answer.
+fn answer_for(all: &[Environment], key: &str) -> Answer {
+    all.iter()
+        .find(|e| e.id == key)
+        .map_or(Answer::NotFound, |e| Answer::Found(tag_of(e, key)))
+}
+
 /// Runs the workload with `tasks` tasks; returns each id's history, the
 /// quiescent read of it included as a last call.
 async fn record_history<S: Repository + 'static>(
@@ -64,16 +71,11 @@ async fn record_history<S: Repository + 'static>(
                         .unwrap_or_else(|e| panic!("find_all failed: {e}"));
                     let returned = tick();
                     for key in KEYS {
-                        let answer = all
-                            .iter()
-                            .find(|e| e.id == key)
-                            .map_or(Answer::NotFound, |e| Answer::Found(tag_of(e, key)));
-                        let call = Call::Find;
                         events.push((
                             key,
                             Event {
-                                call,
-                                answer,
+                                call: Call::Find,
+                                answer: answer_for(&all, key),
                                 invoked,
                                 returned,
                                 task: t,
@@ -131,13 +133,9 @@ async fn record_history<S: Repository + 'static>(
     let all = quiescent_contents(&**store).await;
     let invoked = clock.fetch_add(1, Ordering::SeqCst);
     for key in KEYS {
-        let answer = all
-            .iter()
-            .find(|e| e.id == key)
-            .map_or(Answer::NotFound, |e| Answer::Found(tag_of(e, key)));
         per_key.entry(key).or_default().push(Event {
             call: Call::Find,
-            answer,
+            answer: answer_for(&all, key),
             invoked,
             returned: invoked + 1,
             task: usize::MAX,

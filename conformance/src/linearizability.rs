@@ -119,7 +119,9 @@ struct Search<'a> {
     seen: HashSet<(Vec<u64>, State)>,
     steps: u64,
     budget: u64,
-    best: Option<(Vec<usize>, State)>,
+    /// The deepest node reached: the calls placed, the state there, and the
+    /// calls that could have gone next.
+    best: Option<(Vec<usize>, State, Vec<usize>)>,
 }
 
 enum Outcome {
@@ -170,14 +172,14 @@ impl Search<'_> {
         if !self.seen.insert((self.done.clone(), state)) {
             return Outcome::Exhausted;
         }
+        let candidates = self.candidates();
         if self
             .best
             .as_ref()
-            .is_none_or(|(p, _)| p.len() < self.path.len())
+            .is_none_or(|(p, _, _)| p.len() < self.path.len())
         {
-            self.best = Some((self.path.clone(), state));
+            self.best = Some((self.path.clone(), state, candidates.clone()));
         }
-        let candidates = self.candidates();
         // Reads that agree go first, alone: no branching needed.
         if let Some(&i) = candidates.iter().find(|&&i| {
             let e = &self.events[i];
@@ -200,36 +202,30 @@ impl Search<'_> {
     }
 
     fn report(&self) -> String {
-        let (path, state) = self.best.clone().unwrap_or((Vec::new(), None));
+        let Some((path, state, next)) = &self.best else {
+            return String::new();
+        };
         let mut out = String::new();
         let _ = writeln!(
             out,
             "the longest linearizable prefix places {} of {} calls; there the id {}",
             path.len(),
             self.events.len(),
-            match state {
+            match *state {
                 Some(v) => format!("holds v{v}"),
                 None => "is absent".to_owned(),
             }
         );
-        let placed: HashSet<usize> = path.iter().copied().collect();
         let _ = writeln!(out, "the last calls placed (oldest first):");
-        for &i in path.iter().rev().take(4).collect::<Vec<_>>().iter().rev() {
-            let _ = writeln!(out, "    {}", self.events[*i].describe());
+        for &i in &path[path.len().saturating_sub(4)..] {
+            let _ = writeln!(out, "    {}", self.events[i].describe());
         }
-        let horizon = (0..self.events.len())
-            .filter(|i| !placed.contains(i))
-            .map(|i| self.events[i].returned)
-            .min()
-            .unwrap_or(u64::MAX);
         let _ = writeln!(
             out,
             "the calls that could go next, none of which agrees with that state:"
         );
-        for (i, e) in self.events.iter().enumerate() {
-            if !placed.contains(&i) && e.invoked <= horizon {
-                let _ = writeln!(out, "    {}", e.describe());
-            }
+        for &i in next {
+            let _ = writeln!(out, "    {}", self.events[i].describe());
         }
         out
     }
@@ -254,7 +250,7 @@ pub(crate) fn check(events: &[Event], budget: u64) -> Verdict {
         Outcome::Exhausted => Verdict::NotLinearizable(search.report()),
         Outcome::OutOfBudget => Verdict::Inconclusive {
             calls: sorted.len(),
-            steps: search.steps - 1,
+            steps: budget,
         },
     }
 }

@@ -20,6 +20,7 @@
 //!   at most one; its position (the sum of the versions) never goes back
 //!   for one reader and lies between the writes acknowledged and begun.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -66,15 +67,11 @@ impl Drop for Finished {
 /// Yields (stopping the reader with a failure if the writer is too slow),
 /// then calls `find_all`. Returns whether the writer had finished before
 /// it began, how many writes were acknowledged then, and what it returned.
-async fn read_all<S: Repository>(
-    store: &S,
-    progress: &Progress,
-    reads: u64,
-) -> (bool, u64, Vec<Environment>) {
+async fn read_all<S: Repository>(store: &S, progress: &Progress) -> (bool, u64, Vec<Environment>) {
     tokio::task::yield_now().await;
     assert!(
         progress.started.elapsed() < WRITER_LIMIT,
-        "the writer has not finished after {WRITER_LIMIT:?} ({reads} reads by this task, {} writes acknowledged): its saves make no progress",
+        "the writer has not finished after {WRITER_LIMIT:?} ({} writes acknowledged): its saves make no progress",
         progress.acked.load(Ordering::SeqCst)
     );
     let last = progress.done.load(Ordering::SeqCst);
@@ -124,30 +121,40 @@ impl Progress {
     }
 }
 
-/// Runs `read` in `READERS` tasks until the writer is done (and once more).
-async fn readers<S, F, Fut>(store: &Arc<S>, progress: &Arc<Progress>, read: F) -> Vec<u64>
+/// Runs `write` in one task and `read` in `READERS` tasks beside it, on
+/// `store`; each reader stops once it has read after the writer finished.
+/// A panic in any of them is raised here.
+async fn race<S, W, WF, R, RF>(store: &Arc<S>, write: W, read: R)
 where
     S: Repository + 'static,
-    F: Fn(Arc<S>, Arc<Progress>) -> Fut + Send + Sync + Copy + 'static,
-    Fut: std::future::Future<Output = u64> + Send + 'static,
+    W: FnOnce(Arc<S>, Arc<Progress>) -> WF,
+    WF: Future<Output = ()> + Send + 'static,
+    R: Fn(Arc<S>, Arc<Progress>) -> RF,
+    RF: Future<Output = ()> + Send + 'static,
 {
+    let progress = Progress::new();
+    let writing = write(Arc::clone(store), Arc::clone(&progress));
+    let finished = Finished(Arc::clone(&progress));
+    let writer = tokio::spawn(async move {
+        let _finished = finished;
+        writing.await;
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..READERS {
-        let (store, progress) = (Arc::clone(store), Arc::clone(progress));
-        tasks.spawn(read(store, progress));
+        tasks.spawn(read(Arc::clone(store), Arc::clone(&progress)));
     }
-    let mut reads = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        reads.push(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+        done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     }
-    reads
+    writer
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 }
 
-async fn insert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) -> u64 {
-    let mut reads = 0;
+async fn insert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) {
     let mut seen = 0; // the largest state this reader has seen
     loop {
-        let (last, acked, all) = read_all(&*store, &progress, reads).await;
+        let (last, acked, all) = read_all(&*store, &progress).await;
         let len = all.len() as u64;
         for (i, env) in all.iter().enumerate() {
             assert_eq!(
@@ -173,21 +180,19 @@ async fn insert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) ->
         );
         progress.bounds("count", acked, count);
         seen = count;
-        reads += 2;
         if last {
             assert_eq!(count, INSERTS, "count after every insert");
-            return reads;
+            return;
         }
     }
 }
 
-async fn upsert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) -> u64 {
-    let mut reads = 0;
+async fn upsert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) {
+    let ids: Vec<String> = (0..IDS).map(|i| format!("s{i}")).collect();
     let mut seen = 0;
     loop {
-        let (last, acked, all) = read_all(&*store, &progress, reads).await;
+        let (last, acked, all) = read_all(&*store, &progress).await;
         let versions: Vec<u64> = all.iter().map(version_of).collect();
-        let ids: Vec<String> = (0..IDS).map(|i| format!("s{i}")).collect();
         assert!(
             all.iter().map(|e| &e.id).eq(ids.iter()),
             "find_all must return every id while they are only overwritten, got {:?}",
@@ -210,9 +215,8 @@ async fn upsert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) ->
         );
         progress.bounds("find_all", acked, position);
         seen = position;
-        reads += 1;
         if last {
-            return reads;
+            return;
         }
     }
 }
@@ -222,24 +226,14 @@ async fn upsert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) ->
 pub async fn snapshot_reads<S: Repository + 'static, G: Send + 'static>(h: &Harness<S, G>) {
     // Inserts: count against find_all.
     let inst = h.fresh().await;
-    let store = inst.shared();
-    let progress = Progress::new();
-    let writer = {
-        let (store, progress) = (Arc::clone(&store), Arc::clone(&progress));
-        tokio::spawn(async move {
-            let _finished = Finished(Arc::clone(&progress));
-            for i in 0..INSERTS {
-                progress.write(&*store, &value(format!("i{i:03}"), 0)).await;
-                tokio::task::yield_now().await;
-            }
-        })
+    let insert = async |store: Arc<S>, progress: Arc<Progress>| {
+        for i in 0..INSERTS {
+            progress.write(&*store, &value(format!("i{i:03}"), 0)).await;
+            tokio::task::yield_now().await;
+        }
     };
-    let reads = readers(&store, &progress, insert_reader).await;
-    writer
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-    assert!(reads.iter().all(|&n| n > 0), "every reader read");
-    drop((store, inst));
+    race(&inst.shared(), insert, insert_reader).await;
+    drop(inst);
 
     // Upserts: find_all atomicity.
     let inst = h.fresh().await;
@@ -250,26 +244,18 @@ pub async fn snapshot_reads<S: Repository + 'static, G: Send + 'static>(h: &Harn
             .await
             .unwrap_or_else(|e| panic!("seeding: {e}"));
     }
-    let progress = Progress::new();
-    let writer = {
-        let (store, progress) = (Arc::clone(&store), Arc::clone(&progress));
-        tokio::spawn(async move {
-            let _finished = Finished(Arc::clone(&progress));
-            for round in 1..=ROUNDS {
-                for i in 0..IDS {
-                    progress
-                        .write(&*store, &value(format!("s{i}"), round))
-                        .await;
-                }
-                // Yield between whole rounds only: a torn read that lets
-                // a round complete between two of its records sees a later
-                // id newer than an earlier one, however the tasks interleave.
-                tokio::task::yield_now().await;
+    let upsert = async |store: Arc<S>, progress: Arc<Progress>| {
+        for round in 1..=ROUNDS {
+            for i in 0..IDS {
+                progress
+                    .write(&*store, &value(format!("s{i}"), round))
+                    .await;
             }
-        })
+            // Yield between whole rounds only: a torn read that lets a
+            // round complete between two of its records sees a later id
+            // newer than an earlier one, however the tasks interleave.
+            tokio::task::yield_now().await;
+        }
     };
-    readers(&store, &progress, upsert_reader).await;
-    writer
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    race(&store, upsert, upsert_reader).await;
 }

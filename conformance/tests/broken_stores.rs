@@ -89,7 +89,7 @@ struct Broken {
     ghost: Mutex<Option<Environment>>,
     cache: Mutex<Map>,
     /// How many values are stored, as [`Defect::CountLagsBehind`] counts.
-    live: Arc<AtomicUsize>,
+    live: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,7 +109,7 @@ impl Broken {
             counter,
             ghost: Mutex::new(None),
             cache: Mutex::default(),
-            live: Arc::new(AtomicUsize::new(counter_start)),
+            live: AtomicUsize::new(counter_start),
         }
     }
 
@@ -207,10 +207,9 @@ impl Repository for Broken {
             }
             Defect::CountLagsBehind => {
                 let new = self.map().insert(env.id.clone(), env).is_none();
-                let live = Arc::clone(&self.live);
                 let _bump = OnDrop(Some(move || {
                     if new {
-                        live.fetch_add(1, Ordering::SeqCst);
+                        self.live.fetch_add(1, Ordering::SeqCst);
                     }
                 }));
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -271,9 +270,8 @@ impl Repository for Broken {
         }
         let removed = self.map().remove(id);
         if self.defect == Defect::CountLagsBehind && removed.is_some() {
-            let live = Arc::clone(&self.live);
             let _drop = OnDrop(Some(move || {
-                live.fetch_sub(1, Ordering::SeqCst);
+                self.live.fetch_sub(1, Ordering::SeqCst);
             }));
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -224,7 +224,9 @@ impl RedbStore {
     /// Like [`open`](Self::open), with explicit [`RedbOptions`].
     pub fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self> {
         let path = path.as_ref();
-        not_panicking(path, || Self::open_inner(&resolve(path)?, options, 0))
+        not_panicking(path, "reading it", || {
+            Self::open_inner(&resolve(path)?, options, 0)
+        })
     }
 
     /// Opens `path` (already resolved); `attempt` counts the retries after
@@ -343,7 +345,9 @@ impl RedbStore {
     /// exist or was left by a crash and not yet recovered by a writer.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        not_panicking(path, || Self::open_read_only_inner(&resolve(path)?))
+        not_panicking(path, "reading it", || {
+            Self::open_read_only_inner(&resolve(path)?)
+        })
     }
 
     fn open_read_only_inner(path: &Path) -> Result<Self> {
@@ -430,21 +434,17 @@ impl RedbStore {
     /// `drop`'s caller. After a panic in the last checkpoint the file is
     /// still closed, and the journal is kept and replayed at the next open.
     fn shutdown(&mut self) -> Result<()> {
-        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stop_writer()));
-        let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.close_file()))
-            .unwrap_or_else(|_| {
-                Err(damaged(
-                    &self.path,
-                    &"the storage engine panicked while closing the file",
-                ))
-            });
-        match stopped {
-            Ok(()) => closed,
-            Err(_) => Err(damaged(
-                &self.path,
-                &"the storage engine panicked while closing it (in the last checkpoint); the journal is kept and replayed at the next open",
-            )),
-        }
+        let path = self.path.clone();
+        let stopped = not_panicking(
+            &path,
+            "closing it (in the last checkpoint); the journal is kept and replayed at the next open",
+            || {
+                self.stop_writer();
+                Ok(())
+            },
+        );
+        let closed = not_panicking(&path, "closing the file", || self.close_file());
+        stopped.and(closed)
     }
 
     /// Waits for reads in flight and closes the redb file.
@@ -574,9 +574,15 @@ fn create_store(path: &Path, options: &RedbOptions, place: Place) -> Result<Opti
 }
 
 /// Runs an open; redb can panic on a damaged file, which is a refusal too.
-fn not_panicking(path: &Path, open: impl FnOnce() -> Result<RedbStore>) -> Result<RedbStore> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(open))
-        .unwrap_or_else(|_| Err(damaged(path, &"the storage engine panicked reading it")))
+/// Runs `f`, turning a panic inside the storage engine (redb, on a damaged
+/// page) into an error naming the file and `during` what it happened.
+fn not_panicking<T>(path: &Path, during: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(damaged(
+            path,
+            &format!("the storage engine panicked while {during}"),
+        ))
+    })
 }
 
 /// A FIFO, socket or device: reading it could block forever or mean nothing.
