@@ -1040,6 +1040,54 @@ fn undecodable_record_is_reported_corrupt() {
     });
 }
 
+/// A flipped bit inside a stored record — where redb's own checks do not
+/// look on a read — is reported as Corrupt naming the id, never returned
+/// as a changed value; `check` lists it, and the other records still read.
+#[test]
+fn a_flipped_bit_in_a_record_is_corruption_not_data() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    valid_store(&path, 50);
+    let mut bytes = std::fs::read(&path).unwrap_or_default();
+    let needle = b"name of v0042";
+    let mut flipped = 0;
+    for at in 0..bytes.len().saturating_sub(needle.len()) {
+        if bytes[at..].starts_with(needle) {
+            bytes[at] ^= 0x20; // "name" becomes "Name": still valid JSON
+            flipped += 1;
+        }
+    }
+    assert!(flipped > 0, "the record was not found in the file");
+    write(&path, &bytes);
+    rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        match store.find_by_id("v0042").await {
+            Err(Error::Corrupt { id, reason }) => {
+                assert_eq!(id, "v0042");
+                assert!(reason.contains("checksum"), "{reason}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(matches!(store.find_all().await, Err(Error::Corrupt { .. })));
+        assert_eq!(
+            store.find_by_id("v0041").await.map(|e| e.name).ok(),
+            Some("name of v0041".to_owned())
+        );
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+    });
+    // redb's page checksums catch it too when asked: the whole check.
+    let report = RedbStore::check(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.integrity, Some(false), "{report:?}");
+    assert_eq!(report.records_ok, 49);
+    assert!(
+        matches!(report.corrupt.as_slice(), [(id, _)] if id == "v0042"),
+        "{report:?}"
+    );
+    println!(
+        "a flipped bit in a record: {flipped} copies flipped, reported as corrupt, 0 changed values returned"
+    );
+}
+
 #[test]
 fn reopen_is_quick_after_a_clean_close() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

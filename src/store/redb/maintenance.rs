@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable};
+use redb::{Database, DatabaseError, ReadableTable, StorageError};
 
 use super::file::{database_error, io_error, storage};
 use super::{Handle, RedbStore, decode, open_records, read_only_view};
@@ -44,7 +44,16 @@ impl RedbStore {
         let mut report = CheckReport::default();
         let handle = match Self::open(path).and_then(Self::into_database) {
             Ok(mut db) => {
-                report.integrity = Some(db.check_integrity().map_err(|e| database_error(path, e))?);
+                report.integrity = Some(match db.check_integrity() {
+                    Ok(verified) => verified,
+                    // Damage redb cannot repair: reported, and the records
+                    // are still read below.
+                    Err(DatabaseError::Storage(StorageError::Corrupted(what))) => {
+                        tracing::warn!(path = %path.display(), %what, "integrity check failed");
+                        false
+                    }
+                    Err(e) => return Err(database_error(path, e)),
+                });
                 Handle::Write(db)
             }
             Err(Error::Open { reason, .. }) if reason.contains("locked") => {

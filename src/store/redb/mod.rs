@@ -54,6 +54,7 @@
 //! current-thread); its reads use `spawn_blocking`.
 
 mod cache;
+mod checksum;
 #[cfg(test)]
 mod faults;
 mod file;
@@ -602,7 +603,13 @@ impl Drop for RedbStore {
     }
 }
 
-fn decode(id: &str, bytes: &[u8]) -> Result<Environment> {
+/// The environment stored under `id`: its checksum verified, then its
+/// record decoded.
+fn decode(id: &str, value: &[u8]) -> Result<Environment> {
+    let bytes = checksum::open(value).map_err(|reason| Error::Corrupt {
+        id: id.to_owned(),
+        reason,
+    })?;
     let env = record::decode(bytes).map_err(|e| match e {
         RecordError::UnsupportedSchema { found, supported } => Error::UnsupportedSchema {
             id: id.to_owned(),

@@ -35,6 +35,7 @@ use redb::{Database, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use super::cache::Cache;
+use super::checksum;
 use super::file::{META, RECORDS, storage};
 use super::journal::{AppendError, Entry, Journal};
 use super::pending::{Pending, State};
@@ -111,9 +112,9 @@ pub(super) fn commit_pending(db: &Database, pending: &Pending, next: u64) -> Res
         for (id, value) in pending {
             match value {
                 Some(env) => {
-                    let bytes = record::encode(env).map_err(storage("encoding the record"))?;
+                    let record = record::encode(env).map_err(storage("encoding the record"))?;
                     table
-                        .insert(id.as_str(), bytes.as_slice())
+                        .insert(id.as_str(), checksum::seal(&record).as_slice())
                         .map_err(storage("checkpointing"))?;
                 }
                 None => {
