@@ -584,7 +584,7 @@ fn a_journal_that_does_not_belong_is_refused_untouched() {
         ("not a journal", garbage, "not a waggle-store journal"),
     ] {
         write(&wal, &bytes);
-        let db_before = std::fs::read(&b).unwrap_or_default();
+        let before = files_beside(&b);
         let err = RedbStore::open(&b).expect_err(case);
         let text = err.to_string();
         assert!(
@@ -593,8 +593,7 @@ fn a_journal_that_does_not_belong_is_refused_untouched() {
                 && text.contains(says),
             "{case}: {text}"
         );
-        assert_eq!(std::fs::read(&b).unwrap_or_default(), db_before, "{case}");
-        assert_eq!(std::fs::read(&wal).unwrap_or_default(), bytes, "{case}");
+        assert!(files_beside(&b) == before, "{case}: a file was modified");
     }
     std::fs::remove_file(&wal).unwrap_or_else(|e| panic!("{e}"));
     std::fs::create_dir(&wal).unwrap_or_else(|e| panic!("{e}"));
@@ -608,6 +607,161 @@ fn a_journal_that_does_not_belong_is_refused_untouched() {
         assert!(store.find_by_id("a1").await.is_err());
     });
     println!("journals that do not belong: 3 kinds refused, 0 modified");
+}
+
+/// Every file in `path`'s directory, with its contents: what a refusal
+/// must leave exactly as it was (nothing changed, nothing created).
+fn files_beside(path: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map_while(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| (e.path(), std::fs::read(e.path()).unwrap_or_default()))
+        .collect()
+}
+
+/// Runs a writer in a child process until it has acknowledged at least
+/// `acks` saves, then kills it (`kill -9`): a crash image with a live
+/// journal. Returns the ids acknowledged and not being deleted.
+fn crash_image(path: &Path, acks: usize) -> Vec<String> {
+    let mut proc = child("writer", path)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = proc.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut kept = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(id) = line.strip_prefix("ack ") {
+            kept.push(id.to_owned());
+        } else if let Some(id) = line.strip_prefix("deleting ") {
+            kept.retain(|k| k != id);
+        }
+        if kept.len() >= acks {
+            break;
+        }
+    }
+    proc.kill().unwrap_or_else(|e| panic!("{e}")); // SIGKILL
+    let _ = proc.wait();
+    kept
+}
+
+/// A store left by a crash needs its journal. Missing, emptied, cut short,
+/// another store's, not a journal at all, or damaged before acknowledged
+/// writes: each is refused with an error naming the journal file, and no
+/// file — store or journal — changes by a byte (redb's crash repair
+/// included). Put back, the journal is replayed and nothing is lost.
+#[test]
+fn a_crashed_store_refuses_a_journal_it_cannot_trust_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    let acked = crash_image(&path, 40);
+    let [wal0, wal1] = [0, 1].map(|n| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!("-wal{n}"));
+        PathBuf::from(p)
+    });
+    let pristine = files_beside(&path);
+    assert!(pristine.contains_key(&wal0) && pristine.contains_key(&wal1));
+    let journal = pristine[&wal0].clone();
+    type Damage = Box<dyn Fn()>;
+    let (w0, w1, j) = (wal0.clone(), wal1.clone(), journal.clone());
+    let cases: Vec<(&str, Damage, &str)> = vec![
+        (
+            "both journal files removed",
+            Box::new({
+                let (w0, w1) = (w0.clone(), w1.clone());
+                move || {
+                    let _ = std::fs::remove_file(&w0);
+                    let _ = std::fs::remove_file(&w1);
+                }
+            }),
+            "it is missing",
+        ),
+        (
+            "the journal emptied",
+            Box::new({
+                let w0 = w0.clone();
+                move || write(&w0, b"")
+            }),
+            "it is empty",
+        ),
+        (
+            "the journal truncated",
+            Box::new({
+                let (w0, j) = (w0.clone(), j.clone());
+                move || write(&w0, &j[..4000])
+            }),
+            "truncated",
+        ),
+        (
+            "another store's journal",
+            Box::new({
+                let (w0, j) = (w0.clone(), j.clone());
+                move || {
+                    let mut other = j.clone();
+                    other[16] ^= 0xff; // the journal id in the header
+                    write(&w0, &other);
+                }
+            }),
+            "another store file",
+        ),
+        (
+            "not a journal",
+            Box::new({
+                let w0 = w0.clone();
+                move || write(&w0, &[b'?'; 70_000])
+            }),
+            "not a waggle-store journal",
+        ),
+        (
+            "a flipped byte in the first write",
+            Box::new({
+                let (w0, j) = (w0.clone(), j.clone());
+                move || {
+                    let mut d = j.clone();
+                    d[32 + 17 + 5] ^= 0x01; // inside frame 1's payload
+                    write(&w0, &d);
+                }
+            }),
+            "damaged at byte 32",
+        ),
+    ];
+    let restore = || {
+        for (p, bytes) in &pristine {
+            write(p, bytes);
+        }
+    };
+    for (case, damage, says) in &cases {
+        restore();
+        damage();
+        let before = files_beside(&path);
+        let err = match RedbStore::open(&path) {
+            Err(e) => e,
+            Ok(_) => panic!("{case}: opened"),
+        };
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::Open { .. }) && text.contains(says) && text.contains("-wal"),
+            "{case}: {text}"
+        );
+        assert!(
+            files_beside(&path) == before,
+            "{case}: a refusal changed or created a file"
+        );
+    }
+    restore();
+    rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        for id in &acked {
+            assert!(store.find_by_id(id).await.is_ok(), "{id} lost");
+        }
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+    });
+    println!(
+        "crash image with {} acknowledged saves: {} untrustworthy journals refused, 0 files modified, 0 records lost once put back",
+        acked.len(),
+        cases.len()
+    );
 }
 
 fn write(path: &Path, bytes: &[u8]) {
@@ -768,7 +922,7 @@ fn bad_files_are_refused_untouched() {
     for (i, (case, make, says)) in cases.into_iter().enumerate() {
         let path = dir.path().join(format!("bad-{i}.db"));
         make(&path);
-        let before = std::fs::read(&path).unwrap_or_default();
+        let before = files_beside(&path);
         let err = match RedbStore::open(&path) {
             Err(e) => e,
             Ok(_) => panic!("case {case:?}: opened"),
@@ -780,10 +934,9 @@ fn bad_files_are_refused_untouched() {
             text.contains(&*path.to_string_lossy()),
             "case {case:?}: the error names the path: {text}"
         );
-        assert_eq!(
-            std::fs::read(&path).unwrap_or_default(),
-            before,
-            "case {case:?}: the file was modified"
+        assert!(
+            files_beside(&path) == before,
+            "case {case:?}: a file was modified or created"
         );
         let ro = RedbStore::open_read_only(&path);
         assert!(ro.is_err(), "case {case:?}: opened read-only");
@@ -956,11 +1109,16 @@ fn damaged_stores_never_panic() {
                         "case {case:?}, read-only: {e}"
                     );
                 }
+                let before = files_beside(&path);
                 match RedbStore::open(&path) {
                     Err(e) => {
                         assert!(
                             e.to_string().contains(&*path.to_string_lossy()),
                             "case {case:?}: {e}"
+                        );
+                        assert!(
+                            files_beside(&path) == before,
+                            "case {case:?}: refused, yet changed"
                         );
                         1
                     }

@@ -14,6 +14,7 @@ use redb::{
     TableHandle,
 };
 
+use super::journal::Expect;
 use crate::error::{Error, Result};
 use crate::record;
 
@@ -26,13 +27,19 @@ pub const FORMAT_NAME: &str = "waggle-store";
 /// The table layout version this build writes and the newest it opens.
 /// Version 2 added the journal (`journal_id`, `journal_next`): a build that
 /// reads only version 1 would ignore a journal's writes, so it must refuse.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3 added `journal_state` and a checksum in each record's value
+/// (records without one are still read): a version 2 build would leave
+/// `journal_state` wrong and read checksummed values as corrupt.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Metadata key: the id in the journal's header, so a journal is never
 /// replayed into another store.
 pub(super) const JOURNAL_ID: &str = "journal_id";
 /// Metadata key: the first journal sequence number the file does not hold.
 pub(super) const JOURNAL_NEXT: &str = "journal_next";
+/// Metadata key: `open` while a writer may have journaled writes the file
+/// does not hold (the journal must be there), `closed` after a clean close.
+pub(super) const JOURNAL_STATE: &str = "journal_state";
 
 pub(super) const HINT_DIR: &str = "point the store path at a file, for example DIR/waggle.db";
 pub(super) const HINT_LOCKED: &str = "another process or handle has it open for writing: stop it (a running Waggle server?), or use the read-only commands";
@@ -261,6 +268,22 @@ pub(super) fn initialise(db: &Database) -> Result<()> {
             ("schema_version", &schema_version),
             (JOURNAL_ID, &journal_id),
             (JOURNAL_NEXT, "1"),
+            (JOURNAL_STATE, "closed"),
+        ],
+    )
+}
+
+/// Records that the journal is in use (`open`: both files exist, synced)
+/// or was emptied and may be removed (`closed`), and that the file is at
+/// [`FORMAT_VERSION`], in one durable commit.
+pub(super) fn set_journal_state(db: &Database, open: bool) -> Result<()> {
+    let version = FORMAT_VERSION.to_string();
+    put_meta(
+        db,
+        "recording the journal's state",
+        &[
+            (JOURNAL_STATE, if open { "open" } else { "closed" }),
+            ("format_version", &version),
         ],
     )
 }
@@ -279,9 +302,9 @@ fn put_meta(db: &Database, context: &'static str, pairs: &[(&str, &str)]) -> Res
     txn.commit().map_err(storage(context))
 }
 
-/// The journal id and `journal_next` of a store, if it has a journal
-/// (a version 1 file has none until a writer opens it).
-pub(super) fn journal_meta(txn: &ReadTransaction) -> Result<Option<(u64, u64)>> {
+/// What the store says of its journal, if it has one (a version 1 file
+/// has none until a writer opens it).
+pub(super) fn journal_meta(txn: &ReadTransaction) -> Result<Option<Expect>> {
     let meta = txn.open_table(META).map_err(storage("opening metadata"))?;
     let get = |key: &str| -> Result<Option<u64>> {
         match meta.get(key).map_err(storage("reading metadata"))? {
@@ -296,15 +319,23 @@ pub(super) fn journal_meta(txn: &ReadTransaction) -> Result<Option<(u64, u64)>> 
                 }),
         }
     };
+    let required = match meta
+        .get(JOURNAL_STATE)
+        .map_err(storage("reading metadata"))?
+    {
+        Some(v) => v.value() == "open",
+        // Before format 3: nothing is known.
+        None => false,
+    };
     match (get(JOURNAL_ID)?, get(JOURNAL_NEXT)?) {
-        (Some(id), Some(next)) => Ok(Some((id, next))),
+        (Some(id), Some(next)) => Ok(Some(Expect { id, next, required })),
         _ => Ok(None),
     }
 }
 
 /// Gives a version 1 store (which has no journal metadata) its journal id,
-/// and returns `(id, journal_next)`.
-pub(super) fn ensure_journal_meta(db: &Database) -> Result<(u64, u64)> {
+/// and returns what it says of its journal.
+pub(super) fn ensure_journal_meta(db: &Database) -> Result<Expect> {
     let txn = db.begin_read().map_err(storage("beginning a read"))?;
     if let Some(found) = journal_meta(&txn)? {
         return Ok(found);
@@ -321,7 +352,11 @@ pub(super) fn ensure_journal_meta(db: &Database) -> Result<(u64, u64)> {
             ("format_version", &version),
         ],
     )?;
-    Ok((id, 1))
+    Ok(Expect {
+        id,
+        next: 1,
+        required: false,
+    })
 }
 
 /// A journal id unlikely to repeat: std's randomly keyed hasher over the

@@ -17,9 +17,11 @@
 //! ```
 //!
 //! `kind` 1 is a save whose payload is the [record](crate::record); 2 is a
-//! delete whose payload is the id. The CRC covers `seq`, `kind` and the
-//! payload. Sequence numbers are never reused, so a frame that checks out
-//! with a given number is the one write that ever had it.
+//! delete whose payload is the id. Since version 2 the first frame of each
+//! batch (one `pwrite` and one `fdatasync`) has bit `0x80` of `kind` set. The
+//! CRC covers `seq`, `kind` and the payload. Sequence numbers are never
+//! reused, so a frame that checks out with a given number is the one write
+//! that ever had it. Version 1 files (no batch marks) are read as before.
 //!
 //! # Generations and which frames are live
 //!
@@ -38,9 +40,35 @@
 //! generation's frames beyond the chain's end, or zeros end it. Each file
 //! is preallocated with zeros ahead of its chain so that an append does
 //! not change the file's size and its `fdatasync` writes data only.
+//!
+//! # A torn tail or damage
+//!
+//! A crash can tear only the batch being written: its `fdatasync` had not
+//! returned, so none of its writes was acknowledged, and a power loss may
+//! keep any of its sectors and lose others. A batch starts only after the
+//! one before it is synced. So where the chain breaks, a frame further on
+//! that checks out, follows the break in number and *starts a batch* proves
+//! that the broken frame's batch had been synced — acknowledged writes are
+//! damaged, not torn. So does the other file starting past the break (a
+//! switch comes after a synced batch). Opening refuses that, naming the file
+//! and the byte where the chain breaks ([`JournalError::Damaged`]), rather
+//! than drop the acknowledged writes after it. (RocksDB's WAL recovery modes
+//! name the choices: we tolerate a torn tail like
+//! `kTolerateCorruptedTailRecords` and refuse damage before acknowledged
+//! records like `kAbsoluteConsistency`; we do not take
+//! `kPointInTimeRecovery`, which opens without them and says nothing.)
+//!
+//! # A journal that must be there
+//!
+//! From format 3 the store file records `journal_state`: `open` is
+//! committed only after both files exist with their headers and
+//! preallocation synced, and `closed` before a clean close removes them. A
+//! store left `open` whose journal is missing, empty, shorter than its
+//! preallocation, foreign or damaged is refused ([`Expect::required`]): it
+//! holds writes the redb file does not.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -49,7 +77,9 @@ use super::file::sync_parent;
 /// Header length; the first frame starts here.
 pub(super) const HEADER_LEN: u64 = 32;
 const MAGIC: &[u8; 8] = b"WAGGLWAL";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Bit of `kind` marking the first frame of a batch (version 2).
+const BATCH_START: u8 = 0x80;
 /// `len` + `crc` + `seq` + `kind`.
 const FRAME_HEAD: usize = 4 + 4 + 8 + 1;
 /// Frames above this are garbage, not records (a record is at most a few MiB).
@@ -112,7 +142,40 @@ pub(super) enum JournalError {
     Ahead { first: u64, next: u64 },
     #[error("it is not a regular file")]
     NotAFile,
+    #[error(
+        "it is missing, but the store was not closed cleanly: the journal holds writes the store file does not"
+    )]
+    Missing,
+    #[error(
+        "it is empty (its header was never written or was erased), but the store was not closed cleanly"
+    )]
+    Unwritten,
+    #[error(
+        "it is {len} bytes, shorter than the {min} bytes it was given when the store was opened: it was truncated"
+    )]
+    Truncated { len: u64, min: u64 },
+    #[error(
+        "it is damaged at byte {offset}: write number {seq} cannot be read, yet later acknowledged writes follow it"
+    )]
+    Damaged { offset: u64, seq: u64 },
 }
+
+/// What the store file says about its journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Expect {
+    /// The journal id in the store's metadata.
+    pub(super) id: u64,
+    /// The first sequence number the store file does not hold.
+    pub(super) next: u64,
+    /// The store was left open (`journal_state = open`): both files must
+    /// be there, whole.
+    pub(super) required: bool,
+}
+
+/// Shortest a journal file can be once the store has been opened with it:
+/// its first preallocation (header included), synced before `open` is
+/// committed.
+const MIN_LEN: u64 = FIRST_ALLOCATION;
 
 /// Refuses a journal path that is a directory, FIFO, socket or device
 /// (reading a FIFO could block forever). `Ok(false)` when it is missing.
@@ -148,8 +211,10 @@ fn check_header(bytes: &[u8], id: u64) -> Result<bool, JournalError> {
         return Err(JournalError::Foreign);
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != VERSION {
-        return Err(JournalError::Newer(version));
+    match version {
+        0 => return Err(JournalError::Foreign),
+        1..=VERSION => {}
+        newer => return Err(JournalError::Newer(newer)),
     }
     let mut found = [0; 8];
     found.copy_from_slice(&bytes[16..24]);
@@ -171,10 +236,16 @@ fn crc(seq: u64, kind: u8, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-fn encode_frame(out: &mut Vec<u8>, seq: u64, entry: &Entry) {
+/// Appends `entry`'s frame; `starts_batch` marks the first of a batch.
+fn encode_frame(out: &mut Vec<u8>, seq: u64, entry: &Entry, starts_batch: bool) {
     let (kind, payload) = match entry {
         Entry::Save(bytes) => (KIND_SAVE, bytes.as_slice()),
         Entry::Delete(id) => (KIND_DELETE, id.as_bytes()),
+    };
+    let kind = if starts_batch {
+        kind | BATCH_START
+    } else {
+        kind
     };
     // Records are far below 4 GiB: the writer refuses anything larger.
     let len = u32::try_from(payload.len() + 1).unwrap_or(u32::MAX);
@@ -185,29 +256,80 @@ fn encode_frame(out: &mut Vec<u8>, seq: u64, entry: &Entry) {
     out.extend_from_slice(payload);
 }
 
-/// The frame at the start of `bytes`, if one is there whole and checks
-/// out: `(seq, entry, bytes it takes)`.
-fn decode_frame(bytes: &[u8]) -> Option<(u64, Entry, usize)> {
+/// A frame that checks out, borrowed from the file's bytes.
+struct Frame<'a> {
+    seq: u64,
+    /// `kind` without the batch mark.
+    kind: u8,
+    starts_batch: bool,
+    payload: &'a [u8],
+    /// Bytes the frame takes.
+    used: usize,
+}
+
+/// The frame at the start of `bytes`, if one is there whole and checks out.
+fn frame_at(bytes: &[u8]) -> Option<Frame<'_>> {
     let head = bytes.get(..FRAME_HEAD)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     if len == 0 || len > MAX_FRAME {
         return None;
     }
+    let marked = head[16];
+    let kind = marked & !BATCH_START;
+    if kind != KIND_SAVE && kind != KIND_DELETE {
+        return None;
+    }
+    let payload = bytes.get(FRAME_HEAD..FRAME_HEAD + len - 1)?;
     let stored_crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     let mut seq = [0; 8];
     seq.copy_from_slice(&head[8..16]);
     let seq = u64::from_le_bytes(seq);
-    let kind = head[16];
-    let payload = bytes.get(FRAME_HEAD..FRAME_HEAD + len - 1)?;
-    if crc(seq, kind, payload) != stored_crc {
+    if crc(seq, marked, payload) != stored_crc {
         return None;
     }
-    let entry = match kind {
-        KIND_SAVE => Entry::Save(payload.to_vec()),
-        KIND_DELETE => Entry::Delete(String::from_utf8(payload.to_vec()).ok()?),
-        _ => return None,
+    Some(Frame {
+        seq,
+        kind,
+        starts_batch: marked & BATCH_START != 0,
+        payload,
+        used: FRAME_HEAD + len - 1,
+    })
+}
+
+/// The frame at the start of `bytes` as `(seq, entry, bytes it takes)`.
+fn decode_frame(bytes: &[u8]) -> Option<(u64, Entry, usize)> {
+    let frame = frame_at(bytes)?;
+    let entry = match frame.kind {
+        KIND_SAVE => Entry::Save(frame.payload.to_vec()),
+        _ => Entry::Delete(String::from_utf8(frame.payload.to_vec()).ok()?),
     };
-    Some((seq, entry, FRAME_HEAD + len - 1))
+    Some((frame.seq, entry, frame.used))
+}
+
+/// Whether, after a chain that breaks at `at` where write `expected`
+/// should be, `bytes` hold a frame that starts a later batch: proof that
+/// the batch of the broken frame had been synced (see the module docs).
+/// Valid frames are skipped whole (an older generation); runs of zeros
+/// fast; anything else a byte at a time.
+fn later_batch_after(bytes: &[u8], at: usize, expected: u64) -> bool {
+    let mut p = at;
+    while p + FRAME_HEAD <= bytes.len() {
+        if bytes[p] == 0 {
+            // A frame's length has at most three zero bytes before a
+            // non-zero one (it is at most MAX_FRAME, little-endian).
+            let run = bytes[p..].iter().take_while(|&&b| b == 0).count();
+            if run > 3 {
+                p += run - 3;
+                continue;
+            }
+        }
+        match frame_at(&bytes[p..]) {
+            Some(frame) if frame.starts_batch && frame.seq > expected => return true,
+            Some(frame) => p += frame.used,
+            None => p += 1,
+        }
+    }
+    false
 }
 
 /// Frames of one file's contents from its header on, while they follow
@@ -235,13 +357,31 @@ fn first_seq(bytes: &[u8]) -> Option<u64> {
         .map(|(seq, ..)| seq)
 }
 
+/// How [`scan_pair`] treats a break in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Break {
+    /// As the end (a reader in another process, which may see a file while
+    /// the writer appends to it).
+    Ends,
+    /// Damage if acknowledged writes follow it: opening for writing, when
+    /// no one else writes.
+    Checked,
+}
+
 /// The live frames of the two files' contents (headers included) for a
 /// store whose redb file holds everything before `next`; also the file the
-/// chain ends in and the offset after its last frame.
-fn scan_pair(files: [&[u8]; 2], id: u64, next: u64) -> Result<(Scan, usize, u64), JournalError> {
+/// chain ends in and the offset after its last frame. A damaged chain is
+/// `Err((file, Damaged))` under [`Break::Checked`].
+fn scan_pair(
+    files: [&[u8]; 2],
+    id: u64,
+    next: u64,
+    breaks: Break,
+) -> Result<(Scan, usize, u64), (usize, JournalError)> {
     let mut written = [false; 2];
     for (n, bytes) in files.iter().enumerate() {
-        written[n] = check_header(bytes.get(..HEADER_LEN as usize).unwrap_or(bytes), id)?;
+        written[n] = check_header(bytes.get(..HEADER_LEN as usize).unwrap_or(bytes), id)
+            .map_err(|e| (n, e))?;
     }
     let firsts = [0, 1].map(|n| {
         if written[n] {
@@ -253,44 +393,52 @@ fn scan_pair(files: [&[u8]; 2], id: u64, next: u64) -> Result<(Scan, usize, u64)
     let Some(start) = (0..2).find(|&n| firsts[n] == Some(next)) else {
         // Every older generation is below `next`: a chain past it means the
         // journal has moved on from the redb state asked about.
-        return Ok(match firsts.iter().flatten().copied().find(|&f| f > next) {
-            Some(first) => (Scan::Ahead { first }, 0, HEADER_LEN),
-            None => (Scan::Live(Vec::new()), 0, HEADER_LEN),
-        });
+        if let Some(first) = firsts.iter().flatten().copied().find(|&f| f > next) {
+            return Ok((Scan::Ahead { first }, 0, HEADER_LEN));
+        }
+        // Or the chain's first frame is the one broken.
+        if breaks == Break::Checked
+            && let Some(n) = (0..2)
+                .find(|&n| written[n] && later_batch_after(files[n], HEADER_LEN as usize, next))
+        {
+            return Err((
+                n,
+                JournalError::Damaged {
+                    offset: HEADER_LEN,
+                    seq: next,
+                },
+            ));
+        }
+        return Ok((Scan::Live(Vec::new()), 0, HEADER_LEN));
     };
     let (mut entries, mut end) = chain(files[start], next);
     let mut last = start;
     let other = 1 - start;
-    let expected = next + entries.len() as u64;
+    let mut expected = next + entries.len() as u64;
+    let damaged =
+        |file: usize, at: u64, seq: u64| (file, JournalError::Damaged { offset: at, seq });
     if firsts[other] == Some(expected) {
         let (more, other_end) = chain(files[other], expected);
         entries.extend(more);
         (last, end) = (other, other_end);
+        expected = next + entries.len() as u64;
+    } else if breaks == Break::Checked && firsts[other].is_some_and(|f| f > expected) {
+        // The other file was started after this one's last batch was synced.
+        return Err(damaged(start, end, expected));
+    }
+    if breaks == Break::Checked && later_batch_after(files[last], end as usize, expected) {
+        return Err(damaged(last, end, expected));
     }
     Ok((Scan::Live(entries), last, end))
 }
 
-/// How much of a journal file to read.
-#[derive(Debug, Clone, Copy)]
-enum Extent {
-    /// All of it.
-    Whole,
-    /// The header and the first frame: enough to check the header and to
-    /// tell where the file's chain starts.
-    Head,
-}
-
-/// The contents of one journal file, or of its head; empty when it is
-/// missing. A path that is not a regular file is refused.
-fn file_bytes(path: &Path, extent: Extent) -> Result<Vec<u8>, JournalError> {
+/// The contents of one journal file; empty when it is missing. A path
+/// that is not a regular file is refused.
+fn file_bytes(path: &Path) -> Result<Vec<u8>, JournalError> {
     if !regular(path)? {
         return Ok(Vec::new());
     }
-    let read = match extent {
-        Extent::Whole => std::fs::read(path),
-        Extent::Head => read_head(path),
-    };
-    match read {
+    match std::fs::read(path) {
         Ok(bytes) => Ok(bytes),
         // Removed since it was looked at: missing.
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
@@ -298,28 +446,13 @@ fn file_bytes(path: &Path, extent: Extent) -> Result<Vec<u8>, JournalError> {
     }
 }
 
-/// The header and the first frame of a file (less if the file is shorter).
-fn read_head(path: &Path) -> io::Result<Vec<u8>> {
-    let file = File::open(path)?;
-    let mut bytes = Vec::new();
-    (&file)
-        .take(HEADER_LEN + FRAME_HEAD as u64)
-        .read_to_end(&mut bytes)?;
-    let at = HEADER_LEN as usize;
-    if let Some(len) = bytes.get(at..at + 4) {
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
-        if len > 0 && len as usize <= MAX_FRAME {
-            (&file).take(u64::from(len) - 1).read_to_end(&mut bytes)?;
-        }
-    }
-    Ok(bytes)
-}
-
 /// Reads the live frames of the journal of the store at `store`, for a
 /// reader that does not write. Missing files hold nothing.
 pub(super) fn read(store: &Path, id: u64, next: u64) -> Result<Scan, JournalError> {
-    let [first, second] = paths_of(store).map(|path| file_bytes(&path, Extent::Whole));
-    Ok(scan_pair([&first?, &second?], id, next)?.0)
+    let [first, second] = paths_of(store).map(|path| file_bytes(&path));
+    scan_pair([&first?, &second?], id, next, Break::Ends)
+        .map(|(scan, ..)| scan)
+        .map_err(|(_, e)| e)
 }
 
 /// Why an append failed, which decides what the writer does next.
@@ -401,34 +534,49 @@ impl Log {
 /// Journal contents, live entries, and where the chain ends.
 type Loaded = ([Vec<u8>; 2], Vec<Entry>, usize, u64);
 
-/// Reads `extent` of both files and checks them, creating and writing
-/// nothing; an error names the file it is about.
-fn load(
-    paths: &[PathBuf; 2],
-    id: u64,
-    next: u64,
-    extent: Extent,
-) -> Result<Loaded, (PathBuf, JournalError)> {
+/// Reads both files and checks them, creating and writing nothing; an
+/// error names the file it is about.
+fn load(paths: &[PathBuf; 2], expect: Expect) -> Result<Loaded, (PathBuf, JournalError)> {
     let mut contents: [Vec<u8>; 2] = Default::default();
     for (path, bytes) in paths.iter().zip(&mut contents) {
         let at = |e| (path.clone(), e);
-        *bytes = file_bytes(path, extent).map_err(at)?;
-        check_header(bytes.get(..HEADER_LEN as usize).unwrap_or(bytes), id).map_err(at)?;
+        if expect.required && !regular(path).map_err(at)? {
+            return Err(at(JournalError::Missing));
+        }
+        *bytes = file_bytes(path).map_err(at)?;
+        let header = bytes.get(..HEADER_LEN as usize).unwrap_or(bytes);
+        if !check_header(header, expect.id).map_err(at)? && expect.required {
+            return Err(at(JournalError::Unwritten));
+        }
+        let len = bytes.len() as u64;
+        if expect.required && len < MIN_LEN {
+            return Err(at(JournalError::Truncated { len, min: MIN_LEN }));
+        }
     }
-    let at0 = |e| (paths[0].clone(), e);
-    let (scan, last, end) = scan_pair([&contents[0], &contents[1]], id, next).map_err(at0)?;
+    let (scan, last, end) = scan_pair(
+        [&contents[0], &contents[1]],
+        expect.id,
+        expect.next,
+        Break::Checked,
+    )
+    .map_err(|(n, e)| (paths[n].clone(), e))?;
     match scan {
         Scan::Live(entries) => Ok((contents, entries, last, end)),
-        Scan::Ahead { first } => Err(at0(JournalError::Ahead { first, next })),
+        Scan::Ahead { first } => Err((
+            paths[0].clone(),
+            JournalError::Ahead {
+                first,
+                next: expect.next,
+            },
+        )),
     }
 }
 
-/// Checks, without changing anything, that the journal of the store at
-/// `store` can be opened for a store file in the given state. Reads only
-/// each file's header and first frame: the frames after them are read
-/// once, by [`Journal::open`].
-pub(super) fn check(store: &Path, id: u64, next: u64) -> Result<(), (PathBuf, JournalError)> {
-    load(&paths_of(store), id, next, Extent::Head).map(|_| ())
+/// Checks, without creating or changing anything, that the journal of
+/// the store at `store` can be opened for a store file that says
+/// `expect`, and returns the writes opening it would replay.
+pub(super) fn check(store: &Path, expect: Expect) -> Result<Vec<Entry>, (PathBuf, JournalError)> {
+    load(&paths_of(store), expect).map(|(_, entries, ..)| entries)
 }
 
 /// The journal, open for appending by the writer thread.
@@ -452,11 +600,11 @@ impl Journal {
     /// after them.
     pub(super) fn open(
         store: &Path,
-        id: u64,
-        next: u64,
+        expect: Expect,
     ) -> Result<(Self, Vec<Entry>), (PathBuf, JournalError)> {
+        let Expect { id, next, .. } = expect;
         let paths = paths_of(store);
-        let (contents, entries, last, end) = load(&paths, id, next, Extent::Whole)?;
+        let (contents, entries, last, end) = load(&paths, expect)?;
         let [l0, l1] = [0, 1].map(|n| Log::open(&paths[n]).map_err(|e| (paths[n].clone(), e)));
         let mut journal = Self {
             logs: [l0?, l1?],
@@ -495,7 +643,7 @@ impl Journal {
         self.buf.clear();
         let mut seq = self.next_seq;
         for entry in entries {
-            encode_frame(&mut self.buf, seq, entry);
+            encode_frame(&mut self.buf, seq, entry, seq == self.next_seq);
             seq += 1;
         }
         let log = &mut self.logs[self.active];
@@ -564,12 +712,21 @@ impl Journal {
 mod tests {
     use super::*;
 
+    /// A file of `frames`, each its own batch.
     fn contents(frames: &[(u64, Entry)], id: u64) -> Vec<u8> {
         let mut bytes = header(id).to_vec();
         for (seq, e) in frames {
-            encode_frame(&mut bytes, *seq, e);
+            encode_frame(&mut bytes, *seq, e, true);
         }
         bytes
+    }
+
+    fn ex(id: u64, next: u64) -> Expect {
+        Expect {
+            id,
+            next,
+            required: false,
+        }
     }
 
     fn live(scan: Scan) -> Vec<Entry> {
@@ -580,15 +737,23 @@ mod tests {
     }
 
     fn scan(a: &[u8], b: &[u8], id: u64, next: u64) -> Result<Scan, JournalError> {
-        scan_pair([a, b], id, next).map(|r| r.0)
+        scan_pair([a, b], id, next, Break::Checked)
+            .map(|r| r.0)
+            .map_err(|(_, e)| e)
     }
 
     #[test]
-    fn the_chain_starts_at_next_and_stops_at_a_gap() {
+    fn the_chain_starts_at_next_and_a_gap_is_damage() {
         let a = Entry::Save(b"{}".to_vec());
         let b = Entry::Delete("x".into());
         let file = contents(&[(5, a.clone()), (6, b.clone()), (8, a.clone())], 9);
         let empty = contents(&[], 9);
+        // Numbers are never skipped within a file: 7 was lost.
+        assert!(matches!(
+            scan(&file, &empty, 9, 5),
+            Err(JournalError::Damaged { seq: 7, .. })
+        ));
+        let file = contents(&[(5, a.clone()), (6, b.clone())], 9);
         assert_eq!(live(scan(&file, &empty, 9, 5).unwrap()), vec![a, b]);
         // Already held by the store file: an older generation.
         assert!(live(scan(&empty, &file, 9, 7).unwrap()).is_empty());
@@ -608,9 +773,13 @@ mod tests {
         assert_eq!(live(scan(&newer, &older, 1, 3).unwrap()), all);
         // Checkpointed up to 6: only the newer file is live.
         assert_eq!(live(scan(&older, &newer, 1, 6).unwrap()), all[3..].to_vec());
-        // A gap between the files ends the chain.
+        // A gap between the files is damage: the newer file was started
+        // only after the older one's last batch was synced.
         let gap = contents(&[(7, e(7))], 1);
-        assert_eq!(live(scan(&older, &gap, 1, 3).unwrap()), all[..3].to_vec());
+        assert!(matches!(
+            scan(&older, &gap, 1, 3),
+            Err(JournalError::Damaged { seq: 6, .. })
+        ));
     }
 
     #[test]
@@ -650,39 +819,123 @@ mod tests {
     }
 
     #[test]
-    fn the_check_reads_only_heads_and_agrees_with_open() {
+    fn the_check_agrees_with_open_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("s");
-        let (mut j, _) = Journal::open(&store, 7, 1).unwrap();
+        let (mut j, _) = Journal::open(&store, ex(7, 1)).unwrap();
         let big = Entry::Save(vec![b'z'; 300 << 10]);
         j.append([big, Entry::Delete("a".into())].iter()).unwrap();
         j.switch();
         j.append([Entry::Delete("b".into())].iter()).unwrap();
         drop(j);
         let paths = paths_of(&store);
-        // The head holds the whole first frame, not the rest.
-        let head = read_head(&paths[0]).unwrap();
-        assert_eq!(head.len(), HEADER_LEN as usize + FRAME_HEAD + (300 << 10));
-        assert_eq!(first_seq(&head), Some(1));
+        let before = paths.clone().map(|p| std::fs::read(p).unwrap());
         for next in [1, 3, 4] {
-            assert!(check(&store, 7, next).is_ok(), "next {next}");
+            let checked = check(&store, ex(7, next)).unwrap();
+            assert_eq!(checked.len() as u64, 4 - next, "next {next}");
         }
         // Where opening refuses, so does the check.
         for (id, next) in [(7, 0), (8, 1)] {
-            let checked = check(&store, id, next).map_err(|e| e.1.to_string());
-            let opened = Journal::open(&store, id, next)
+            let checked = check(&store, ex(id, next))
+                .map(|_| ())
+                .map_err(|e| e.1.to_string());
+            let opened = Journal::open(&store, ex(id, next))
                 .map(|_| ())
                 .map_err(|e| e.1.to_string());
             assert!(checked.is_err(), "{id} {next}");
             assert_eq!(checked, opened, "{id} {next}");
         }
+        assert_eq!(paths.map(|p| std::fs::read(p).unwrap()), before);
+    }
+
+    /// A frame that checks out, follows the break and starts a later
+    /// batch proves the broken one was acknowledged: damage, refused. A
+    /// torn last batch (its later frames intact) is the crash's tail.
+    #[test]
+    fn damage_before_a_later_batch_is_refused_a_torn_batch_is_not() {
+        let e = |n: u8| Entry::Save(vec![n; 50]);
+        let frame = FRAME_HEAD + 50;
+        let at = |k: usize| HEADER_LEN as usize + k * frame;
+        // Frames 1..=6: batches {1,2,3} and {4,5,6}.
+        let mut bytes = header(1).to_vec();
+        for seq in 1..=6u64 {
+            encode_frame(&mut bytes, seq, &e(seq as u8), seq == 1 || seq == 4);
+        }
+        bytes.resize(bytes.len() + 4096, 0);
+        let damaged = |k: usize| {
+            let mut b = bytes.clone();
+            b[at(k) + FRAME_HEAD + 7] ^= 1;
+            b
+        };
+        // Frame 2 broken, batch {4,5,6} follows: damage at frame 2.
+        match scan(&damaged(1), &[], 1, 1) {
+            Err(JournalError::Damaged { offset, seq: 2 }) => assert_eq!(offset, at(1) as u64),
+            other => panic!("{other:?}"),
+        }
+        // Frame 5 broken: only frame 6 of its own batch follows: a torn tail.
+        assert_eq!(live(scan(&damaged(4), &[], 1, 1).unwrap()).len(), 4);
+        // Frame 4 (a batch start) broken: 5 and 6 are its batch: torn.
+        assert_eq!(live(scan(&damaged(3), &[], 1, 1).unwrap()).len(), 3);
+        // The chain breaks in one file and the other starts past it.
+        let first = contents(&[(1, e(1)), (2, e(2))], 1);
+        let second = contents(&[(4, e(4))], 1);
+        assert!(matches!(
+            scan(&first, &second, 1, 1),
+            Err(JournalError::Damaged { seq: 3, .. })
+        ));
+        // An older generation past the chain's end is not damage.
+        let mut reused = contents(&[(9, e(9))], 1);
+        reused.extend_from_slice(&bytes[at(1)..]);
+        assert_eq!(live(scan(&reused, &[], 1, 9).unwrap()).len(), 1);
+        // The chain's very first frame broken.
+        assert!(matches!(
+            scan(&damaged(0), &[], 1, 1),
+            Err(JournalError::Damaged { offset: 32, seq: 1 })
+        ));
+        // A reader beside a writer takes the break as the end.
+        let read = scan_pair([&damaged(1), &[]], 1, 1, Break::Ends).map(|r| r.0);
+        assert!(matches!(read, Ok(Scan::Live(v)) if v.len() == 1));
+    }
+
+    /// A store left open needs its journal: missing, unwritten or cut short
+    /// is refused; a store closed cleanly needs none.
+    #[test]
+    fn a_required_journal_must_be_there_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        let required = Expect {
+            required: true,
+            ..ex(7, 1)
+        };
+        assert!(matches!(
+            check(&store, required),
+            Err((_, JournalError::Missing))
+        ));
+        assert!(check(&store, ex(7, 1)).is_ok());
+        let (mut j, _) = Journal::open(&store, ex(7, 1)).unwrap();
+        j.append([Entry::Delete("a".into())].iter()).unwrap();
+        drop(j);
+        assert_eq!(check(&store, required).unwrap().len(), 1);
+        let wal = &paths_of(&store)[1];
+        let whole = std::fs::read(wal).unwrap();
+        for (len, says) in [(0, "empty"), (20, "empty"), (HEADER_LEN + 100, "truncated")] {
+            std::fs::write(wal, &whole[..len as usize]).unwrap();
+            let err = check(&store, required).unwrap_err();
+            assert!(err.1.to_string().contains(says), "{len}: {}", err.1);
+            assert_eq!(&err.0, wal);
+        }
+        std::fs::write(wal, vec![0; whole.len()]).unwrap();
+        assert!(matches!(
+            check(&store, required),
+            Err((_, JournalError::Unwritten))
+        ));
     }
 
     #[test]
     fn append_switch_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("s");
-        let (mut j, replay) = Journal::open(&store, 7, 1).unwrap();
+        let (mut j, replay) = Journal::open(&store, ex(7, 1)).unwrap();
         assert!(replay.is_empty());
         let e = [
             Entry::Save(b"{\"a\":1}".to_vec()),
@@ -691,24 +944,24 @@ mod tests {
         j.append(e.iter()).unwrap();
         assert_eq!(j.next_seq(), 3);
         drop(j);
-        let (mut j, replay) = Journal::open(&store, 7, 1).unwrap();
+        let (mut j, replay) = Journal::open(&store, ex(7, 1)).unwrap();
         assert_eq!(replay, e.to_vec());
         // The other file takes the next frames; the chain crosses over.
         j.switch();
         j.append([Entry::Delete("b".into())].iter()).unwrap();
         drop(j);
-        let (_, replay) = Journal::open(&store, 7, 1).unwrap();
+        let (_, replay) = Journal::open(&store, ex(7, 1)).unwrap();
         assert_eq!(replay.len(), 3);
-        let (mut j, replay) = Journal::open(&store, 7, 3).unwrap();
+        let (mut j, replay) = Journal::open(&store, ex(7, 3)).unwrap();
         assert_eq!(replay, vec![Entry::Delete("b".into())]);
         // Grows past its preallocation.
         let big = [Entry::Save(vec![b'z'; 300 << 10])];
         j.append(big.iter()).unwrap();
         drop(j);
-        let (_, replay) = Journal::open(&store, 7, 3).unwrap();
+        let (_, replay) = Journal::open(&store, ex(7, 3)).unwrap();
         assert!(replay.len() == 2 && replay[1] == big[0], "{}", replay.len());
         // A checkpoint always ends where a file starts: nothing is live.
-        let (j, replay) = Journal::open(&store, 7, 5).unwrap();
+        let (j, replay) = Journal::open(&store, ex(7, 5)).unwrap();
         assert!(replay.is_empty());
         j.remove().unwrap();
         assert!(paths_of(&store).iter().all(|p| !p.exists()));

@@ -55,6 +55,7 @@
 
 mod cache;
 mod checksum;
+mod dry_run;
 #[cfg(test)]
 mod faults;
 mod file;
@@ -81,7 +82,7 @@ use tokio::sync::oneshot;
 use self::file::{
     HINT_CORRUPT, HINT_DIR, HINT_FOREIGN, HINT_IO, HINT_NEWER, Layout, RECORDS, create_dirs,
     damaged, database_error, ensure_journal_meta, initialise, inspect_opening, io_error,
-    journal_meta, open_error, resolve, snapshot, storage, sync_parent,
+    journal_meta, open_error, resolve, set_journal_state, snapshot, storage, sync_parent,
 };
 use self::journal::{Journal, JournalError, Scan};
 use self::pending::Overlay;
@@ -256,26 +257,7 @@ impl RedbStore {
                 None => return Self::open_inner(path, options, attempt + 1),
             },
             Some(_) => {
-                // Look before writing anything: a read-only open changes nothing.
-                match options.builder().open_read_only(path) {
-                    Ok(ro) => {
-                        // A journal that cannot be used is refused before
-                        // the writable open touches the file. An empty
-                        // file (no tables) has none and is initialised below.
-                        let txn = snapshot(path, ro.begin_read())?;
-                        if let Layout::Ours = inspect_opening(path, &txn)?
-                            && let Some((id, next)) = journal_meta(&txn)?
-                        {
-                            journal::check(path, id, next)
-                                .map_err(|(at, e)| journal_error(&at, e))?;
-                        }
-                        drop(txn);
-                        ro.close().map_err(|e| database_error(path, e))?;
-                    }
-                    // Left by a crash: redb must repair it, which needs a writable open.
-                    Err(DatabaseError::RepairAborted) => {}
-                    Err(e) => return Err(database_error(path, e)),
-                }
+                vet(path, &options)?;
                 options
                     .builder()
                     .open(path)
@@ -574,7 +556,53 @@ fn create_store(path: &Path, options: &RedbOptions, place: Place) -> Result<Opti
     }
 }
 
-/// Runs an open; redb can panic on a damaged file, which is a refusal too.
+/// Decides whether the store file at `path` and its journal can be opened,
+/// before anything writes to either: every refusal leaves both as they
+/// were. A file closed cleanly is looked at read-only; one left by a crash
+/// is repaired in memory ([`DryRun`](dry_run::DryRun)) and judged on that.
+fn vet(path: &Path, options: &RedbOptions) -> Result<()> {
+    match options.builder().open_read_only(path) {
+        Ok(ro) => {
+            vet_snapshot(path, snapshot(path, ro.begin_read())?)?;
+            ro.close().map_err(|e| database_error(path, e))
+        }
+        // Left by a crash: redb's repair writes, so it runs on a copy in memory.
+        Err(DatabaseError::RepairAborted) => {
+            let file = fs::File::open(path).map_err(|e| io_error(path, "cannot read it", e))?;
+            let view =
+                dry_run::DryRun::new(file).map_err(|e| io_error(path, "cannot read it", e))?;
+            let mut builder = Database::builder();
+            builder.set_concurrency_mode(ConcurrencyMode::ExclusiveWriter);
+            let db = builder
+                .create_with_backend(view)
+                .map_err(|e| database_error(path, e))?;
+            vet_snapshot(path, snapshot(path, db.begin_read())?)
+        }
+        Err(e) => Err(database_error(path, e)),
+    }
+}
+
+/// Whether a snapshot of a file being opened is a store this build opens,
+/// with a journal that can be replayed into it. An empty file (no tables)
+/// has none and is initialised by the open.
+fn vet_snapshot(path: &Path, txn: ReadTransaction) -> Result<()> {
+    if let Layout::Ours = inspect_opening(path, &txn)?
+        && let Some(expect) = journal_meta(&txn)?
+    {
+        let entries = journal::check(path, expect).map_err(|(at, e)| journal_error(&at, e))?;
+        pending::replay(entries).map_err(|e| unreadable_journal(path, &e))?;
+    }
+    Ok(())
+}
+
+fn unreadable_journal(path: &Path, e: &Error) -> Error {
+    open_error(
+        &journal::paths_of(path)[0],
+        format!("a journaled write cannot be read ({e})"),
+        HINT_CORRUPT,
+    )
+}
+
 /// Runs `f`, turning a panic inside the storage engine (redb, on a damaged
 /// page) into an error naming the file and `during` what it happened.
 fn not_panicking<T>(path: &Path, during: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -634,22 +662,20 @@ fn decode(id: &str, value: &[u8]) -> Result<Environment> {
 /// into the file what it does not hold yet, and returns the journal,
 /// started over, with the number of stored environments.
 fn recover(path: &Path, db: &Database) -> Result<(Journal, usize)> {
-    let (id, next) = ensure_journal_meta(db).map_err(|e| damaged(path, &e))?;
+    let expect = ensure_journal_meta(db).map_err(|e| damaged(path, &e))?;
     let (mut journal, entries) =
-        Journal::open(path, id, next).map_err(|(at, e)| journal_error(&at, e))?;
+        Journal::open(path, expect).map_err(|(at, e)| journal_error(&at, e))?;
     let replayed = entries.len();
-    let pending = pending::replay(entries).map_err(|e| {
-        open_error(
-            &journal::paths_of(path)[0],
-            format!("a journaled write cannot be read ({e})"),
-            HINT_CORRUPT,
-        )
-    })?;
+    let pending = pending::replay(entries).map_err(|e| unreadable_journal(path, &e))?;
     if replayed > 0 {
         commit_pending(db, &pending, journal.next_seq()).map_err(|e| damaged(path, &e))?;
         tracing::info!(path = %path.display(), replayed, "replayed the journal");
         // Both files are now in the redb file: start over in the other one.
         journal.switch();
+    }
+    if !expect.required {
+        // Both files exist now, synced: from here a crash needs them.
+        set_journal_state(db, true).map_err(|e| damaged(path, &e))?;
     }
     let txn = db.begin_read().map_err(|e| damaged(path, &e))?;
     let count = open_records(&txn)?.len().map_err(|e| damaged(path, &e))?;
@@ -675,6 +701,12 @@ fn journal_error(path: &Path, e: JournalError) -> Error {
         JournalError::OtherStore { .. } => {
             "the store file was replaced by another store: put the original back, or move the journal aside to lose its writes"
         }
+        JournalError::Missing | JournalError::Unwritten | JournalError::Truncated { .. } => {
+            "put back the journal files (<store>-wal0 and -wal1) as the crash left them, or restore the store from a backup (waggle-store import). Nothing was modified"
+        }
+        JournalError::Damaged { .. } => {
+            "acknowledged writes follow the damage, so the store is not opened without them: restore the store and its journal from a backup (waggle-store import), or move the journal aside to open the store without any of its writes. Nothing was modified"
+        }
     };
     open_error(path, format!("its journal cannot be used: {e}"), hint)
 }
@@ -686,10 +718,10 @@ fn read_only_view(db: &Handle, store: &Path) -> Result<(ReadTransaction, Overlay
     // journal past the snapshot: take a newer one.
     for _ in 0..64 {
         let txn = db.begin_read().map_err(storage("beginning a read"))?;
-        let Some((id, next)) = journal_meta(&txn)? else {
+        let Some(expect) = journal_meta(&txn)? else {
             return Ok((txn, Overlay::default()));
         };
-        match journal::read(store, id, next) {
+        match journal::read(store, expect.id, expect.next) {
             Ok(Scan::Live(entries)) => {
                 return Ok((txn, Overlay::single(pending::replay(entries)?)));
             }

@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 
 use super::cache::Cache;
 use super::checksum;
-use super::file::{META, RECORDS, storage};
+use super::file::{META, RECORDS, set_journal_state, storage};
 use super::journal::{AppendError, Entry, Journal};
 use super::pending::{Pending, State};
 use crate::domain::Environment;
@@ -504,7 +504,13 @@ impl Writer {
     /// At close: a last checkpoint, the journal removed, the checkpointer
     /// stopped.
     fn finish(mut self) {
-        match self.drain() {
+        // `closed` is durable before the files go: a crash between the two
+        // leaves an empty journal that is not needed, never a missing one
+        // that is.
+        match self
+            .drain()
+            .and_then(|()| set_journal_state(self.db()?, false))
+        {
             Ok(()) => {
                 if let Err(e) = self.journal.remove() {
                     tracing::warn!(error = %e, "could not remove the emptied journal");
