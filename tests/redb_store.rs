@@ -630,17 +630,20 @@ fn crash_image(path: &Path, acks: usize) -> Vec<String> {
         .unwrap_or_else(|e| panic!("{e}"));
     let stdout = proc.stdout.take().unwrap_or_else(|| panic!("no stdout"));
     let mut kept = Vec::new();
+    let mut killed = false;
+    // Until the kill, then what it printed before it died: a delete begun
+    // after the count was reached still takes its id out.
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         if let Some(id) = line.strip_prefix("ack ") {
             kept.push(id.to_owned());
         } else if let Some(id) = line.strip_prefix("deleting ") {
             kept.retain(|k| k != id);
         }
-        if kept.len() >= acks {
-            break;
+        if kept.len() >= acks && !killed {
+            proc.kill().unwrap_or_else(|e| panic!("{e}")); // SIGKILL
+            killed = true;
         }
     }
-    proc.kill().unwrap_or_else(|e| panic!("{e}")); // SIGKILL
     let _ = proc.wait();
     kept
 }
@@ -1198,9 +1201,10 @@ fn undecodable_record_is_reported_corrupt() {
     });
 }
 
-/// A flipped bit inside a stored record — where redb's own checks do not
-/// look on a read — is reported as Corrupt naming the id, never returned
-/// as a changed value; `check` lists it, and the other records still read.
+/// A flipped bit inside a stored record: the writable open verifies every
+/// page and refuses the file untouched; a read-only handle (which cannot
+/// verify pages) reports the record as Corrupt naming the id — never a
+/// changed value — and the other records still read; `check` lists it.
 #[test]
 fn a_flipped_bit_in_a_record_is_corruption_not_data() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -1217,8 +1221,14 @@ fn a_flipped_bit_in_a_record_is_corruption_not_data() {
     }
     assert!(flipped > 0, "the record was not found in the file");
     write(&path, &bytes);
+    let before = files_beside(&path);
+    match RedbStore::open(&path) {
+        Err(e @ Error::Open { .. }) => assert!(e.to_string().contains("corrupt"), "{e}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(files_beside(&path) == before, "the refusal changed a file");
     rt().block_on(async {
-        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let store = RedbStore::open_read_only(&path).unwrap_or_else(|e| panic!("{e}"));
         match store.find_by_id("v0042").await {
             Err(Error::Corrupt { id, reason }) => {
                 assert_eq!(id, "v0042");

@@ -2,10 +2,12 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! A redb storage backend that reads a file and keeps every write in
-//! memory, so that redb's crash repair can run on a file left by a crash
-//! without changing a byte of it. Opening looks at a crash image through it
-//! first: the store and its journal are judged on the repaired view, and
-//! only a store that passes is opened for real (and repaired on disk).
+//! memory, while taking redb's locks on the real file: redb can open it
+//! for writing — taking the writer's lock as any writer would, verifying
+//! every page's checksum, repairing a crash image — without changing a
+//! byte of it. Opening a store looks at it through this view first: the
+//! store and its journal are judged there, and only a store that passes is
+//! opened for real (and, after a crash, repaired on disk).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -13,17 +15,24 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, PoisonError};
 
-use redb::StorageBackend;
+use std::ops::Bound;
+
+use redb::backends::FileBackend;
+use redb::{BackendError, StorageBackend};
 
 /// Granularity of the copy-on-write overlay.
 const BLOCK: u64 = 4096;
 
-/// A file seen through an in-memory overlay of writes. The file is opened
-/// read-only: nothing here can change it.
+/// A file seen through an in-memory overlay of writes. Reads and writes go
+/// through a handle opened read-only: nothing here can change the file.
+/// Locks go to the real file, so that another process writing it is seen
+/// (and kept out while this view is open).
 #[derive(Debug)]
 pub(super) struct DryRun {
     file: File,
     view: Mutex<View>,
+    /// redb's own backend on the file, used for its locks only.
+    locks: Option<FileBackend>,
 }
 
 #[derive(Debug)]
@@ -38,8 +47,9 @@ struct View {
 }
 
 impl DryRun {
-    /// A view of `file` (opened for reading) as it is now.
-    pub(super) fn new(file: File) -> io::Result<Self> {
+    /// A view of `file` (opened for reading) as it is now; `locks`, a
+    /// handle on the same file, takes redb's locks (without it, none).
+    pub(super) fn new(file: File, locks: Option<FileBackend>) -> io::Result<Self> {
         let len = file.metadata()?.len();
         Ok(Self {
             file,
@@ -48,7 +58,12 @@ impl DryRun {
                 file_len: len,
                 blocks: BTreeMap::new(),
             }),
+            locks,
         })
+    }
+
+    fn locks(&self) -> Result<&FileBackend, BackendError> {
+        self.locks.as_ref().ok_or(BackendError::Unsupported)
     }
 
     fn view(&self) -> std::sync::MutexGuard<'_, View> {
@@ -123,6 +138,41 @@ impl StorageBackend for DryRun {
         Ok(())
     }
 
+    fn close(&self) -> Result<(), io::Error> {
+        match &self.locks {
+            Some(locks) => locks.close(),
+            None => Ok(()),
+        }
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.locks()?.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.locks()?.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.locks()?.lock_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.locks()?.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.locks()?.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.locks()?.query_lock_range(start, end)
+    }
+
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         let mut view = self.view();
         let mut done = 0;
@@ -154,7 +204,7 @@ mod tests {
         let path = dir.path().join("f");
         let original: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &original).unwrap();
-        let run = DryRun::new(File::open(&path).unwrap()).unwrap();
+        let run = DryRun::new(File::open(&path).unwrap(), None).unwrap();
         run.write(4090, &[0xAA; 20]).unwrap();
         let mut out = vec![0; 40];
         run.read(4080, &mut out).unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use redb::{Database, DatabaseError, ReadableTable, StorageError};
 
-use super::file::{database_error, io_error, storage};
+use super::file::{HINT_CORRUPT, database_error, io_error, storage};
 use super::{Handle, RedbStore, decode, open_records, read_only_view};
 use crate::error::{Error, Result};
 
@@ -34,9 +34,11 @@ impl CheckReport {
 
 impl RedbStore {
     /// Checks the store at `path`: redb's integrity check (page checksums
-    /// and tree structure), then a decode of every record. When another
-    /// process has the file open for writing, only the records are checked
-    /// (on a read-only handle) and `integrity` is `None`.
+    /// and tree structure), then a decode of every record, its checksum
+    /// verified. When another process has the file open for writing, only
+    /// the records are checked (on a read-only handle) and `integrity` is
+    /// `None`. A file whose pages fail the check is not modified: its
+    /// records are read read-only, when redb can still read them.
     ///
     /// Blocking: call it from a blocking context.
     pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
@@ -44,10 +46,10 @@ impl RedbStore {
         let mut report = CheckReport::default();
         let handle = match Self::open(path).and_then(Self::into_database) {
             Ok(mut db) => {
+                // The open verified every page; this checks the file as
+                // the writer left it after recovery.
                 report.integrity = Some(match db.check_integrity() {
                     Ok(verified) => verified,
-                    // Damage redb cannot repair: reported, and the records
-                    // are still read below.
                     Err(DatabaseError::Storage(StorageError::Corrupted(what))) => {
                         tracing::warn!(path = %path.display(), %what, "integrity check failed");
                         false
@@ -56,7 +58,15 @@ impl RedbStore {
                 });
                 Handle::Write(db)
             }
-            Err(Error::Open { reason, .. }) if reason.contains("locked") => {
+            // Locked by a writer: only the records are checked. Damaged
+            // pages: the open refused it untouched; the records are read
+            // read-only, to say which ones are hit.
+            Err(Error::Open { reason, hint, .. })
+                if reason.contains("locked") || hint == HINT_CORRUPT =>
+            {
+                if hint == HINT_CORRUPT {
+                    report.integrity = Some(false);
+                }
                 let mut ro = Self::open_read_only(path)?;
                 let db = ro.db.take().ok_or(Error::Closed)?;
                 Arc::try_unwrap(db).map_err(|_| Error::Closed)?

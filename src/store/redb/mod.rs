@@ -558,28 +558,30 @@ fn create_store(path: &Path, options: &RedbOptions, place: Place) -> Result<Opti
 
 /// Decides whether the store file at `path` and its journal can be opened,
 /// before anything writes to either: every refusal leaves both as they
-/// were. A file closed cleanly is looked at read-only; one left by a crash
-/// is repaired in memory ([`DryRun`](dry_run::DryRun)) and judged on that.
+/// were. redb opens the file for writing through a [`DryRun`] view, which
+/// takes the real writer's lock (so a file another process writes is
+/// refused as locked) but keeps every write in memory; with
+/// `check_integrity_on_open` it verifies every page's checksum (redb does
+/// not on a read) and repairs a crash image there. The store is judged on
+/// that view.
+///
+/// [`DryRun`]: dry_run::DryRun
 fn vet(path: &Path, options: &RedbOptions) -> Result<()> {
-    match options.builder().open_read_only(path) {
-        Ok(ro) => {
-            vet_snapshot(path, snapshot(path, ro.begin_read())?)?;
-            ro.close().map_err(|e| database_error(path, e))
-        }
-        // Left by a crash: redb's repair writes, so it runs on a copy in memory.
-        Err(DatabaseError::RepairAborted) => {
-            let file = fs::File::open(path).map_err(|e| io_error(path, "cannot read it", e))?;
-            let view =
-                dry_run::DryRun::new(file).map_err(|e| io_error(path, "cannot read it", e))?;
-            let mut builder = Database::builder();
-            builder.set_concurrency_mode(ConcurrencyMode::ExclusiveWriter);
-            let db = builder
-                .create_with_backend(view)
-                .map_err(|e| database_error(path, e))?;
-            vet_snapshot(path, snapshot(path, db.begin_read())?)
-        }
-        Err(e) => Err(database_error(path, e)),
-    }
+    let unreadable = |e| io_error(path, "cannot read it", e);
+    let reader = fs::File::open(path).map_err(unreadable)?;
+    let locker = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(unreadable)?;
+    let locks = redb::backends::FileBackend::new(locker).map_err(|e| database_error(path, e))?;
+    let view = dry_run::DryRun::new(reader, Some(locks)).map_err(unreadable)?;
+    let db = options
+        .builder()
+        .set_check_integrity_on_open(true)
+        .create_with_backend(view)
+        .map_err(|e| database_error(path, e))?;
+    vet_snapshot(path, snapshot(path, db.begin_read())?)
 }
 
 /// Whether a snapshot of a file being opened is a store this build opens,

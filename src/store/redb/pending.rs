@@ -128,9 +128,19 @@ pub(super) fn find_all(txn: &ReadTransaction, overlay: &Overlay) -> Result<Vec<E
     let stored = usize::try_from(table.len().unwrap_or(0)).unwrap_or(0);
     let mut all = Vec::with_capacity(stored + pending.len());
     let mut overlay = pending.iter().peekable();
+    // Rows seen, and the last id: a damaged page redb does not check on a
+    // read can drop rows or repeat them out of order; the table's own
+    // count and the key order say so.
+    let (mut rows, mut last) = (0_usize, String::new());
     for entry in table.iter().map_err(storage("reading"))? {
         let (id, bytes) = entry.map_err(storage("reading"))?;
         let id = id.value();
+        if rows > 0 && last.as_str() >= id {
+            return Err(damaged_table(format!("id {id:?} comes after {last:?}")));
+        }
+        rows += 1;
+        last.clear();
+        last.push_str(id);
         // Pending ids before this one are new.
         while let Some((_, value)) = overlay.next_if(|(p, _)| p.as_str() < id) {
             all.extend(value.clone());
@@ -141,7 +151,20 @@ pub(super) fn find_all(txn: &ReadTransaction, overlay: &Overlay) -> Result<Vec<E
         }
     }
     all.extend(overlay.filter_map(|(_, v)| v.clone()));
+    let stored = table.len().map_err(storage("counting"))?;
+    if rows as u64 != stored {
+        return Err(damaged_table(format!(
+            "{rows} rows read, the table says it holds {stored}"
+        )));
+    }
     Ok(all)
+}
+
+fn damaged_table(reason: String) -> Error {
+    Error::Corrupt {
+        id: "(records table)".to_owned(),
+        reason,
+    }
 }
 
 /// How many values the snapshot with `overlay` over it holds.

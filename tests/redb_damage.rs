@@ -1,0 +1,431 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The damage sweep: a crash image (a store of records, a live journal of
+//! acknowledged writes) with one byte flipped, at thousands of places across
+//! the store file and both journal files, each opened and read in a child
+//! process — so an abort or a hang is counted, not fatal. Every case must
+//! end in a refusal that changed no file, a typed read error, or the exact
+//! values the undamaged image holds: never a panic reaching the caller, an
+//! abort, a hang, or a silently wrong value.
+//!
+//! `WAGGLE_DAMAGE_PLACES` sets how many places (default 2,400).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use waggle_store::{Environment, RedbStore, Repository, Runtime, record};
+
+const CHILD_DIR: &str = "WAGGLE_DAMAGE_CHILD_DIR";
+const CHILD_FROM: &str = "WAGGLE_DAMAGE_CHILD_FROM";
+const CHILD_WRITER: &str = "WAGGLE_DAMAGE_CHILD_WRITER";
+/// A case that prints nothing for this long is a hang.
+const HANG: Duration = Duration::from_secs(20);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn env(id: &str) -> Environment {
+    Environment::new(id, format!("name of {id}"), Runtime::Shell)
+}
+
+/// The three files of the store at `db`.
+fn files(db: &Path) -> [PathBuf; 3] {
+    [0, 1, 2].map(|n| {
+        let mut p = db.as_os_str().to_owned();
+        if n > 0 {
+            p.push(format!("-wal{}", n - 1));
+        }
+        PathBuf::from(p)
+    })
+}
+
+fn read_all(db: &Path) -> [Vec<u8>; 3] {
+    files(db).map(|p| std::fs::read(p).unwrap_or_default())
+}
+
+fn write_all(db: &Path, contents: &[Vec<u8>; 3]) {
+    for (p, bytes) in files(db).iter().zip(contents) {
+        std::fs::write(p, bytes).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// One place to damage: which file, which byte, which bits.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    file: usize,
+    offset: usize,
+    mask: u8,
+}
+
+/// The child: the crash-image writer, or a run of cases from `from`.
+#[test]
+fn damage_child_entry() {
+    if let Ok(path) = std::env::var(CHILD_WRITER) {
+        // Save one at a time, printing each id once acknowledged, until killed.
+        rt().block_on(async {
+            let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out);
+            for i in 0.. {
+                let id = format!("j{i:04}");
+                store
+                    .save(&env(&id))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                if i % 7 == 6 {
+                    let gone = format!("j{:04}", i - 3);
+                    store.delete(&gone).await.unwrap_or_else(|e| panic!("{e}"));
+                }
+                let _ = writeln!(out, "ack {id}");
+                let _ = out.flush();
+            }
+        });
+        return;
+    }
+    let (Ok(dir), Ok(from)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_FROM)) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let from: usize = from.parse().unwrap_or(0);
+    let places = read_places(&dir.join("places"));
+    let pristine: [Vec<u8>; 3] = [0, 1, 2]
+        .map(|n| std::fs::read(dir.join(format!("pristine{n}"))).unwrap_or_else(|e| panic!("{e}")));
+    let expected = std::fs::read(dir.join("expected")).unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.join("case.db");
+    let rt = rt();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out);
+    for (n, place) in places.iter().enumerate().skip(from) {
+        let _ = writeln!(out, "start {n}");
+        let _ = out.flush();
+        let mut damaged = pristine.clone();
+        if let Some(b) = damaged[place.file].get_mut(place.offset) {
+            *b ^= place.mask;
+        }
+        write_all(&db, &damaged);
+        let outcome = std::panic::catch_unwind(|| rt.block_on(one_case(&db, &expected)))
+            .unwrap_or_else(|_| "panic".to_owned());
+        let _ = writeln!(out, "done {n} {outcome}");
+        let _ = out.flush();
+    }
+}
+
+/// Opens and reads the damaged image: `refused`, `refused-but-changed`,
+/// `read-error`, `intact` or `mismatch`.
+async fn one_case(db: &Path, expected: &[u8]) -> String {
+    let before = read_all(db);
+    let store = match RedbStore::open(db) {
+        Err(_) if read_all(db) == before => return "refused".to_owned(),
+        Err(_) => return "refused-but-changed".to_owned(),
+        Ok(store) => store,
+    };
+    let outcome = match store.find_all().await {
+        Err(_) => "read-error",
+        Ok(all) => match record::encode_lines(all.iter()) {
+            Ok(lines) if lines == expected => {
+                // Each record by id and the count agree, or fail typed.
+                let mut agree = true;
+                for e in &all {
+                    if let Ok(found) = store.find_by_id(&e.id).await {
+                        agree &= &found == e;
+                    }
+                }
+                if let Ok(n) = store.count().await {
+                    agree &= n == all.len();
+                }
+                if agree { "intact" } else { "mismatch" }
+            }
+            _ => "mismatch",
+        },
+    };
+    // The store still takes a write and closes without a panic.
+    let _ = store.save(&env("after-damage")).await;
+    let _ = store.close();
+    outcome.to_owned()
+}
+
+fn read_places(path: &Path) -> Vec<Place> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split(' ').filter_map(|x| x.parse::<usize>().ok());
+            Some(Place {
+                file: it.next()?,
+                offset: it.next()?,
+                mask: u8::try_from(it.next()?).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Where the last frame of a journal file's chain starts (a pristine file:
+/// frames back to back from the header, then zeros).
+fn last_frame(wal: &[u8]) -> usize {
+    let (mut at, mut last) = (32, 32);
+    while let Some(len) = wal.get(at..at + 4) {
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if len == 0 || at + 17 + len - 1 > wal.len() {
+            break;
+        }
+        last = at;
+        at += 17 + len - 1;
+    }
+    last
+}
+
+/// Makes the crash image: 120 records checkpointed into the store file,
+/// then a writer killed after 60 acknowledged saves (and some deletes).
+fn crash_image(db: &Path) {
+    rt().block_on(async {
+        let store = RedbStore::open(db).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..120 {
+            store
+                .save(&env(&format!("s{i:04}")))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+    });
+    let mut proc = Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
+        .args(["--exact", "damage_child_entry", "--nocapture"])
+        .env(CHILD_WRITER, db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = proc.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let acks = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.starts_with("ack "))
+        .take(60)
+        .count();
+    assert_eq!(acks, 60);
+    proc.kill().unwrap_or_else(|e| panic!("{e}")); // SIGKILL
+    let _ = proc.wait();
+}
+
+/// What one image's sweep saw: outcome → count, and the bad cases.
+type Seen = (BTreeMap<String, usize>, Vec<String>);
+
+#[test]
+fn a_flipped_byte_anywhere_is_refused_or_reported_never_wrong() {
+    let total: usize = std::env::var("WAGGLE_DAMAGE_PLACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2400);
+    // Damage, not durability, is under test: a RAM disk, where there is
+    // one, spares thousands of fsyncs.
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    // A crash image: the store file needs redb's repair, the journal a replay.
+    let crashed = dir.path().join("crashed");
+    std::fs::create_dir(&crashed).unwrap_or_else(|e| panic!("{e}"));
+    crash_image(&crashed.join("image.db"));
+    let pristine = read_all(&crashed.join("image.db"));
+    assert!(pristine.iter().all(|f| !f.is_empty()), "no crash image");
+    // The live journal is the one whose frames follow its header.
+    let active = if last_frame(&pristine[1]) > 32 { 1 } else { 2 };
+    let tail_from = last_frame(&pristine[active]);
+    let frames_end = tail_from + 600;
+    // Places: a third across the store file, the rest across the live
+    // journal's frames, its zeros, and the other journal's header and body.
+    let crash_total = total * 2 / 3;
+    let mut places = Vec::with_capacity(crash_total);
+    let spread = |len: usize, k: usize, of: usize| k * len / of.max(1);
+    let (in_store, in_frames) = (crash_total / 3, crash_total * 4 / 10);
+    let in_rest = crash_total - in_store - in_frames;
+    for k in 0..in_store {
+        places.push((0, spread(pristine[0].len(), k, in_store)));
+    }
+    for k in 0..in_frames {
+        places.push((active, spread(frames_end, k, in_frames)));
+    }
+    let other = 3 - active;
+    for k in 0..in_rest {
+        let (file, offset) = if k % 2 == 0 {
+            (
+                active,
+                frames_end + spread(pristine[active].len() - frames_end, k, in_rest),
+            )
+        } else {
+            (other, spread(pristine[other].len().min(4096), k, in_rest))
+        };
+        places.push((file, offset));
+    }
+    let tail = |file: usize, offset: usize| file == active && offset >= tail_from;
+    let (crash_seen, crash_bad) = sweep(&crashed, &pristine, &places, &tail);
+    report("a crash image", &places, &crash_seen);
+
+    // The same store closed cleanly: one file, no repair, no journal; what
+    // redb does not check on a read, the record checksums must.
+    let clean = dir.path().join("clean");
+    std::fs::create_dir(&clean).unwrap_or_else(|e| panic!("{e}"));
+    write_all(&clean.join("image.db"), &pristine);
+    RedbStore::open(clean.join("image.db"))
+        .and_then(RedbStore::close)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let clean_files = read_all(&clean.join("image.db"));
+    let clean_places: Vec<(usize, usize)> = (0..total - crash_total)
+        .map(|k| (0, spread(clean_files[0].len(), k, total - crash_total)))
+        .collect();
+    let (clean_seen, clean_bad) = sweep(&clean, &clean_files, &clean_places, &|_, _| false);
+    report("a cleanly closed store", &clean_places, &clean_seen);
+
+    let bad: Vec<String> = crash_bad.into_iter().chain(clean_bad).collect();
+    let sum = |key: &str| -> usize {
+        [&crash_seen, &clean_seen]
+            .iter()
+            .filter_map(|seen| seen.get(key))
+            .sum()
+    };
+    println!(
+        "damage sweep: {} places in all; panics: {}, aborts: {}, hangs: {}, silent wrong values: {}, files changed by a refusal: {}",
+        places.len() + clean_places.len(),
+        sum("panic"),
+        sum("abort"),
+        sum("hang"),
+        sum("mismatch"),
+        sum("refused-but-changed"),
+    );
+    assert!(
+        bad.is_empty(),
+        "{} bad outcomes: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(20)]
+    );
+}
+
+fn report(image: &str, places: &[(usize, usize)], seen: &BTreeMap<String, usize>) {
+    let count = |k: &str| seen.get(k).copied().unwrap_or(0);
+    let in_store = places.iter().filter(|(f, _)| *f == 0).count();
+    println!(
+        "damage sweep, {image}: {} places flipped ({in_store} in the store file, {} in the journal): {} refused (files unchanged), {} read errors, {} intact, {} in the last batch dropped as a torn tail; panics: {}, aborts: {}, hangs: {}, silent wrong values: {}, refused but changed: {}",
+        places.len(),
+        places.len() - in_store,
+        count("refused"),
+        count("read-error"),
+        count("intact"),
+        count("last-batch-dropped"),
+        count("panic"),
+        count("abort"),
+        count("hang"),
+        count("mismatch"),
+        count("refused-but-changed"),
+    );
+}
+
+/// Runs every place against the image in `dir` (whose undamaged files are
+/// `pristine`) in child processes, restarting after one dies or hangs.
+/// `tail(file, offset)` says a place lies in the last acknowledged batch.
+fn sweep(
+    dir: &Path,
+    pristine: &[Vec<u8>; 3],
+    places: &[(usize, usize)],
+    tail: &dyn Fn(usize, usize) -> bool,
+) -> Seen {
+    for (n, bytes) in pristine.iter().enumerate() {
+        std::fs::write(dir.join(format!("pristine{n}")), bytes).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // What the undamaged image holds, read from a copy.
+    let copy = dir.join("copy.db");
+    write_all(&copy, pristine);
+    let expected = rt().block_on(async {
+        let store = RedbStore::open(&copy).unwrap_or_else(|e| panic!("{e}"));
+        let all = store.find_all().await.unwrap_or_else(|e| panic!("{e}"));
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+        record::encode_lines(all.iter()).unwrap_or_else(|e| panic!("{e}"))
+    });
+    std::fs::write(dir.join("expected"), &expected).unwrap_or_else(|e| panic!("{e}"));
+    let list: String = places
+        .iter()
+        .enumerate()
+        .map(|(k, (file, offset))| format!("{file} {offset} {}\n", 1u8 << (k % 8)))
+        .collect();
+    std::fs::write(dir.join("places"), list).unwrap_or_else(|e| panic!("{e}"));
+
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut bad: Vec<String> = Vec::new();
+    let mut from = 0;
+    while from < places.len() {
+        let mut proc = Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
+            .args(["--exact", "damage_child_entry", "--nocapture"])
+            .env(CHILD_DIR, dir)
+            .env(CHILD_FROM, from.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stdout = proc.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut current: Option<usize> = None;
+        let ended = loop {
+            match rx.recv_timeout(HANG) {
+                Ok(line) => {
+                    let mut words = line.split(' ');
+                    match (words.next(), words.next().and_then(|n| n.parse().ok())) {
+                        (Some("start"), Some(n)) => current = Some(n),
+                        (Some("done"), Some(n)) => {
+                            let (file, offset) = places[n];
+                            let outcome = match words.next().unwrap_or("?") {
+                                // Damage in the last acknowledged batch looks
+                                // like a crash's torn tail: dropped, counted.
+                                "mismatch" if tail(file, offset) => "last-batch-dropped",
+                                other => other,
+                            };
+                            if ["panic", "mismatch", "refused-but-changed"].contains(&outcome) {
+                                bad.push(format!("{outcome} at file {file} byte {offset}"));
+                            }
+                            *outcomes.entry(outcome.to_owned()).or_default() += 1;
+                            current = None;
+                            from = n + 1;
+                        }
+                        _ => {}
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = proc.kill();
+                    break "hang";
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break "abort",
+            }
+        };
+        let status = proc.wait();
+        match current {
+            // The case it was running died with it.
+            Some(n) => {
+                let (file, offset) = places[n];
+                bad.push(format!("{ended} ({status:?}) at file {file} byte {offset}"));
+                *outcomes.entry(ended.to_owned()).or_default() += 1;
+                from = n + 1;
+            }
+            None if from < places.len() => {
+                panic!("the child stopped between cases ({ended}, {status:?})")
+            }
+            None => {}
+        }
+    }
+    (outcomes, bad)
+}
