@@ -129,10 +129,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
+    // The library turns a panic inside the storage engine into an error;
+    // should one get past it, it is still a failure (exit 1), not an abort.
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(commands::run(cli))
+    }));
+    match run {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!(
+                "error: waggle-store failed unexpectedly (see the panic above); run `waggle-store check` on the store and report it"
+            );
             ExitCode::FAILURE
         }
     }

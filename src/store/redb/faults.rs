@@ -245,3 +245,43 @@ fn a_panic_while_closing_stays_inside() {
         reopened.close().expect("close");
     }
 }
+
+/// A panic inside the storage engine while writing (redb can panic on a
+/// damaged page) reaches no caller: the batch gets a typed error, every
+/// later write is refused with one (the engine's state may be half
+/// changed), reads still answer, and the store closes without a panic.
+#[test]
+fn a_panic_while_writing_stops_writes_not_the_caller() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("waggle.db");
+    let store = RedbStore::open(&path).expect("open");
+    rt.block_on(store.save(&env("before"))).expect("save");
+    store
+        .lane
+        .clone()
+        .expect("a writable store")
+        .panic_on_next_write();
+    for id in ["hit", "after"] {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(store.save(&env(id)))
+        }));
+        match outcome {
+            Err(_) => panic!("{id}: the panic reached the caller"),
+            Ok(Ok(())) => panic!("{id}: a write was accepted after a panic"),
+            Ok(Err(e)) => assert!(e.to_string().contains("panicked"), "{id}: {e}"),
+        }
+    }
+    assert!(rt.block_on(store.find_by_id("before")).is_ok());
+    assert_eq!(ids(&rt, &store).len(), 1);
+    let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.close()));
+    assert!(closed.is_ok(), "close panicked");
+    let reopened = RedbStore::open(&path).expect("reopen");
+    assert_eq!(
+        ids(&rt, &reopened).into_iter().collect::<Vec<_>>(),
+        ["before"]
+    );
+    rt.block_on(reopened.save(&env("after-reopen")))
+        .expect("writes again after a reopen");
+    reopened.close().expect("close");
+}

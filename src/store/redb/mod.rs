@@ -310,6 +310,8 @@ impl RedbStore {
             fail_drain: false,
             #[cfg(test)]
             panic_in_drain: false,
+            #[cfg(test)]
+            panic_in_apply: false,
         });
         tracing::info!(path = %path.display(), elapsed = ?started.elapsed(), "opened redb store");
         Ok(Self {

@@ -383,6 +383,16 @@ impl Lane {
         }
     }
 
+    /// Makes the next batch panic inside the write, as redb can on a
+    /// damaged page.
+    #[cfg(test)]
+    pub(super) fn panic_on_next_write(&self) {
+        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(writer) = &mut core.writer {
+            writer.panic_in_apply = true;
+        }
+    }
+
     /// Makes the checkpoint that closing runs panic.
     #[cfg(test)]
     pub(super) fn panic_on_close(&self) {
@@ -456,6 +466,9 @@ pub(super) struct Writer {
     /// Makes the last checkpoint panic, as redb can on a damaged page.
     #[cfg(test)]
     pub(super) panic_in_drain: bool,
+    /// Makes the next batch panic.
+    #[cfg(test)]
+    pub(super) panic_in_apply: bool,
 }
 
 impl Writer {
@@ -488,10 +501,10 @@ impl Writer {
         // redb can panic on a damaged file; contain it to this batch.
         let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply(ops)))
             .unwrap_or_else(|_| {
-                let e = Error::storage(
-                    "writing",
-                    "the storage engine panicked; run `waggle-store check`",
-                );
+                let reason = "the storage engine panicked (a damaged page?): reopen the store; `waggle-store check` says what is damaged";
+                // Its state may be half-changed: no further write goes to it.
+                self.broken = Some(reason.to_owned());
+                let e = Error::storage("writing", reason);
                 (0..n).map(|_| Err(same_failure(&e))).collect()
             });
         for (reply, result) in replies.into_iter().zip(results) {
@@ -632,6 +645,10 @@ impl Writer {
 
     /// One batch: each op's result, in order.
     fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<()>> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.panic_in_apply) {
+            panic!("injected panic while writing");
+        }
         if let Some(reason) = &self.broken {
             let e = Error::storage("writing", reason.clone());
             return ops.iter().map(|_| Err(same_failure(&e))).collect();
