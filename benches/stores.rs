@@ -469,6 +469,7 @@ async fn run_writers(
 }
 
 const CHILD: &str = "WAGGLE_BENCH_CHILD";
+const CHILD_JOURNAL: &str = "WAGGLE_BENCH_CHILD_JOURNAL_WRITER";
 
 /// Fills a redb store and then waits to be killed (the kill -9 reopen row).
 fn child_fill_and_wait(path: &Path, n: usize) {
@@ -483,6 +484,93 @@ fn child_fill_and_wait(path: &Path, n: usize) {
             let _ = store.save(&env(0)).await;
         }
     });
+}
+
+/// Fills a store with `n` records and closes it, then reopens it and
+/// rewrites them until the journal holds about `journal` bytes (no
+/// checkpoint runs before 32 MiB), prints "ready", and keeps writing
+/// slowly until killed: a busy writer for read-only handles to read beside.
+fn child_journal_writer(path: &Path, n: usize, journal: u64) {
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        {
+            let store: Arc<dyn Repository> =
+                Arc::new(RedbStore::open(path).unwrap_or_else(|e| panic!("{e}")));
+            fill(&store, n).await;
+        }
+        let redb = Arc::new(RedbStore::open(path).unwrap_or_else(|e| panic!("{e}")));
+        let record = waggle_store::record::encode(&env(0)).map_or(600, |r| r.len() + 17) as u64;
+        let store: Arc<dyn Repository> = redb.clone();
+        while redb.stats().saves * record < journal {
+            fill(&store, n.min(10_000)).await;
+        }
+        println!("ready {}", redb.stats().saves * record);
+        for i in 0.. {
+            let _ = store.save(&env(i % n)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
+
+/// find_by_id p50 on a read-only handle beside a writer (in a child
+/// process) whose journal holds about `journal` bytes, and on an uncached
+/// read-write handle of a store holding the same records.
+fn read_only_beside_writer(dir: &Path, n: usize, journal: u64, samples: usize) -> (f64, f64, u64) {
+    use std::io::BufRead;
+    let path = dir.join("busy.redb");
+    let mut child = Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
+        .env(CHILD_JOURNAL, &path)
+        .env("WAGGLE_BENCH_CHILD_N", n.to_string())
+        .env("WAGGLE_BENCH_CHILD_JOURNAL", journal.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ready = child.stdout.take().and_then(|out| {
+        std::io::BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("ready ").and_then(|b| b.parse::<u64>().ok()))
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (read_only, uncached) = rt.block_on(async {
+        let ro = RedbStore::open_read_only(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut lcg = Lcg(7);
+        let ro_p50 = per_call(samples, 1, |_| {
+            let id = env(lcg.next(n)).id;
+            let ro = &ro;
+            async move {
+                ro.find_by_id(&id).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        })
+        .await;
+        let plain = dir.join("uncached.redb");
+        {
+            let store: Arc<dyn Repository> =
+                Arc::new(RedbStore::open(&plain).unwrap_or_else(|e| panic!("{e}")));
+            fill(&store, n).await;
+        }
+        let options = RedbOptions {
+            cache_entries: 0,
+            ..RedbOptions::default()
+        };
+        let rw = RedbStore::open_with(&plain, options).unwrap_or_else(|e| panic!("{e}"));
+        let mut lcg = Lcg(7);
+        let rw_p50 = per_call(samples, 1, |_| {
+            let id = env(lcg.next(n)).id;
+            let rw = &rw;
+            async move {
+                rw.find_by_id(&id).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        })
+        .await;
+        (ro_p50, rw_p50)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    (read_only, uncached, ready.unwrap_or(0))
 }
 
 fn reopen_ms(path: &Path) -> (f64, usize) {
@@ -538,6 +626,20 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1000);
         return child_fill_and_wait(Path::new(&path), n);
+    }
+    if let Ok(path) = std::env::var(CHILD_JOURNAL) {
+        let get = |key: &str, default: u64| {
+            std::env::var(key)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let n = get("WAGGLE_BENCH_CHILD_N", 1000) as usize;
+        return child_journal_writer(
+            Path::new(&path),
+            n,
+            get("WAGGLE_BENCH_CHILD_JOURNAL", 1 << 20),
+        );
     }
     let full = std::env::args().any(|a| a == "--bench");
     let plan = Plan::new(full);
@@ -770,6 +872,30 @@ fn main() {
     );
     println!();
 
+    let (ro_n, ro_journal) = if full {
+        (10_000, 28 << 20)
+    } else {
+        (200, 256 << 10)
+    };
+    let (ro_p50, rw_uncached_p50, ro_bytes) =
+        read_only_beside_writer(dir.path(), ro_n, ro_journal, plan.durable_samples * 3);
+    println!("## A read-only handle beside a busy writer");
+    println!(
+        "The writer (another process) holds {ro_n} records and a journal of about {:.1} MiB and keeps writing.",
+        ro_bytes as f64 / f64::from(1 << 20)
+    );
+    println!("| find_by_id p50 | value |\n|---|---:|");
+    println!("| read-only handle | {} |", fmt_time(ro_p50));
+    println!(
+        "| read-write handle, cache off, same records | {} |",
+        fmt_time(rw_uncached_p50)
+    );
+    println!(
+        "| read-only / uncached read-write | {:.2}× |",
+        ro_p50 / rw_uncached_p50
+    );
+    println!();
+
     let get = |op: &str, n: usize| {
         rows.iter()
             .find(|r| r.op == op && r.n == n)
@@ -786,6 +912,14 @@ fn main() {
             .map(|t| [t.1[0][0], t.1[0][1], t.1[1][0], t.1[1][1]])
     };
     let checks: Vec<(String, bool)> = vec![
+        (
+            format!(
+                "read-only find_by_id ≤ 2 × uncached read-write find_by_id, beside a writer with a {:.0} MiB journal: {:.2}×",
+                ro_bytes as f64 / f64::from(1 << 20),
+                ro_p50 / rw_uncached_p50
+            ),
+            ro_p50 <= 2.0 * rw_uncached_p50,
+        ),
         (
             format!(
                 "durable save p50 ≤ 1.3 × raw 4 KiB fdatasync p50 (side by side, {big} records): {:.2}×",

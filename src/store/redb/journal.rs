@@ -357,26 +357,15 @@ fn first_seq(bytes: &[u8]) -> Option<u64> {
         .map(|(seq, ..)| seq)
 }
 
-/// How [`scan_pair`] treats a break in the chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Break {
-    /// As the end (a reader in another process, which may see a file while
-    /// the writer appends to it).
-    Ends,
-    /// Damage if acknowledged writes follow it: opening for writing, when
-    /// no one else writes.
-    Checked,
-}
-
 /// The live frames of the two files' contents (headers included) for a
 /// store whose redb file holds everything before `next`; also the file the
 /// chain ends in and the offset after its last frame. A damaged chain is
-/// `Err((file, Damaged))` under [`Break::Checked`].
+/// `Err((file, Damaged))`: only for opening, when no one else writes (a
+/// reader beside a writer may see a file while it is appended to).
 fn scan_pair(
     files: [&[u8]; 2],
     id: u64,
     next: u64,
-    breaks: Break,
 ) -> Result<(Scan, usize, u64), (usize, JournalError)> {
     let mut written = [false; 2];
     for (n, bytes) in files.iter().enumerate() {
@@ -397,9 +386,8 @@ fn scan_pair(
             return Ok((Scan::Ahead { first }, 0, HEADER_LEN));
         }
         // Or the chain's first frame is the one broken.
-        if breaks == Break::Checked
-            && let Some(n) = (0..2)
-                .find(|&n| written[n] && later_batch_after(files[n], HEADER_LEN as usize, next))
+        if let Some(n) =
+            (0..2).find(|&n| written[n] && later_batch_after(files[n], HEADER_LEN as usize, next))
         {
             return Err((
                 n,
@@ -422,11 +410,11 @@ fn scan_pair(
         entries.extend(more);
         (last, end) = (other, other_end);
         expected = next + entries.len() as u64;
-    } else if breaks == Break::Checked && firsts[other].is_some_and(|f| f > expected) {
+    } else if firsts[other].is_some_and(|f| f > expected) {
         // The other file was started after this one's last batch was synced.
         return Err(damaged(start, end, expected));
     }
-    if breaks == Break::Checked && later_batch_after(files[last], end as usize, expected) {
+    if later_batch_after(files[last], end as usize, expected) {
         return Err(damaged(last, end, expected));
     }
     Ok((Scan::Live(entries), last, end))
@@ -446,13 +434,158 @@ fn file_bytes(path: &Path) -> Result<Vec<u8>, JournalError> {
     }
 }
 
-/// Reads the live frames of the journal of the store at `store`, for a
-/// reader that does not write. Missing files hold nothing.
-pub(super) fn read(store: &Path, id: u64, next: u64) -> Result<Scan, JournalError> {
-    let [first, second] = paths_of(store).map(|path| file_bytes(&path));
-    scan_pair([&first?, &second?], id, next, Break::Ends)
-        .map(|(scan, ..)| scan)
-        .map_err(|(_, e)| e)
+/// How much of a journal file a [`Follower`] reads at first: most calls
+/// find a few new frames, or none (zeros).
+const FOLLOW_FIRST: usize = 4 << 10;
+/// The most it reads at a time, growing from [`FOLLOW_FIRST`] while the
+/// chunks it reads are full of frames.
+const FOLLOW_CHUNK: usize = 1 << 20;
+
+/// `len` bytes of `path` from `offset`, fewer at its end; none when the
+/// file is missing. A path that is not a regular file is refused.
+fn read_span(path: &Path, offset: u64, len: usize) -> Result<Vec<u8>, JournalError> {
+    if !regular(path)? {
+        return Ok(Vec::new());
+    }
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = vec![0; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut bytes[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
+/// The sequence number of the first frame of a file, if its header is this
+/// store's and its first frame checks out. Reads only those.
+fn head_seq(path: &Path, id: u64) -> Result<Option<u64>, JournalError> {
+    let head = read_span(path, 0, HEADER_LEN as usize + FRAME_HEAD)?;
+    if !check_header(head.get(..HEADER_LEN as usize).unwrap_or(&head), id)? {
+        return Ok(None);
+    }
+    let Some(len) = head.get(HEADER_LEN as usize..HEADER_LEN as usize + 4) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Ok(None);
+    }
+    let head = read_span(path, 0, HEADER_LEN as usize + FRAME_HEAD + len - 1)?;
+    Ok(first_seq(&head))
+}
+
+/// What a [`Follower`] found since it was last asked.
+#[derive(Debug)]
+pub(super) enum Followed {
+    /// Writes appended to the chain since the last call, in order; after
+    /// `reset`, the whole chain (the caller drops what it had).
+    More { reset: bool, entries: Vec<Entry> },
+    /// The chain starts past `journal_next`: the journal belongs to a later
+    /// state of the store than the snapshot asked about.
+    Ahead,
+}
+
+/// Follows the live chain of a journal another process writes, for a
+/// read-only handle: each call reads only the frames appended since the
+/// one before (in chunks), not the files whole, so a read costs the same
+/// however long the journal has grown. A checkpoint (a new
+/// `journal_next`) starts it over.
+#[derive(Debug, Default)]
+pub(super) struct Follower {
+    /// The `(journal id, journal_next)` the chain followed belongs to.
+    key: Option<(u64, u64)>,
+    /// The file the chain goes on in, once its first frame was found.
+    file: Option<usize>,
+    /// Where its next frame would start.
+    offset: u64,
+    /// The number it would have.
+    seq: u64,
+}
+
+impl Follower {
+    /// The frames appended to the live chain of the journal of `store`
+    /// since the last call, for a redb snapshot holding everything before
+    /// `next`. A frame being written (torn) ends a call; the next call
+    /// reads it again.
+    pub(super) fn follow(
+        &mut self,
+        store: &Path,
+        id: u64,
+        next: u64,
+    ) -> Result<Followed, JournalError> {
+        let paths = paths_of(store);
+        let reset = self.key != Some((id, next));
+        if reset {
+            *self = Self {
+                key: Some((id, next)),
+                file: None,
+                offset: HEADER_LEN,
+                seq: next,
+            };
+        }
+        let mut entries = Vec::new();
+        if self.file.is_none() {
+            let firsts = [head_seq(&paths[0], id)?, head_seq(&paths[1], id)?];
+            match (0..2).find(|&n| firsts[n] == Some(next)) {
+                Some(n) => self.file = Some(n),
+                None if firsts.iter().flatten().any(|&f| f > next) => return Ok(Followed::Ahead),
+                // Nothing written since the snapshot: look again next time.
+                None => return Ok(Followed::More { reset, entries }),
+            }
+        }
+        while let Some(n) = self.file {
+            self.extend(&paths[n], &mut entries)?;
+            // The chain may go on after the other file's header.
+            let other = 1 - n;
+            if head_seq(&paths[other], id)? == Some(self.seq) {
+                self.file = Some(other);
+                self.offset = HEADER_LEN;
+            } else {
+                break;
+            }
+        }
+        Ok(Followed::More { reset, entries })
+    }
+
+    /// Reads the chain on in one file, from where it stopped.
+    fn extend(&mut self, path: &Path, entries: &mut Vec<Entry>) -> Result<(), JournalError> {
+        let mut want = FOLLOW_FIRST;
+        loop {
+            let chunk = read_span(path, self.offset, want)?;
+            let mut at = 0;
+            while let Some((seq, entry, used)) = chunk.get(at..).and_then(decode_frame) {
+                if seq != self.seq {
+                    return Ok(());
+                }
+                entries.push(entry);
+                self.seq += 1;
+                at += used;
+            }
+            self.offset += at as u64;
+            // Cut by the chunk, not the chain: read on from that frame.
+            let rest = &chunk[at..];
+            let needed = match rest.get(..4) {
+                Some(len) => {
+                    FRAME_HEAD + u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize
+                }
+                None => FRAME_HEAD,
+            };
+            if chunk.len() < want || rest.len() >= needed || needed > MAX_FRAME + FRAME_HEAD {
+                return Ok(());
+            }
+            want = needed.max((want * 2).min(FOLLOW_CHUNK));
+        }
+    }
 }
 
 /// Why an append failed, which decides what the writer does next.
@@ -553,13 +686,8 @@ fn load(paths: &[PathBuf; 2], expect: Expect) -> Result<Loaded, (PathBuf, Journa
             return Err(at(JournalError::Truncated { len, min: MIN_LEN }));
         }
     }
-    let (scan, last, end) = scan_pair(
-        [&contents[0], &contents[1]],
-        expect.id,
-        expect.next,
-        Break::Checked,
-    )
-    .map_err(|(n, e)| (paths[n].clone(), e))?;
+    let (scan, last, end) = scan_pair([&contents[0], &contents[1]], expect.id, expect.next)
+        .map_err(|(n, e)| (paths[n].clone(), e))?;
     match scan {
         Scan::Live(entries) => Ok((contents, entries, last, end)),
         Scan::Ahead { first } => Err((
@@ -737,9 +865,7 @@ mod tests {
     }
 
     fn scan(a: &[u8], b: &[u8], id: u64, next: u64) -> Result<Scan, JournalError> {
-        scan_pair([a, b], id, next, Break::Checked)
-            .map(|r| r.0)
-            .map_err(|(_, e)| e)
+        scan_pair([a, b], id, next).map(|r| r.0).map_err(|(_, e)| e)
     }
 
     #[test]
@@ -892,9 +1018,6 @@ mod tests {
             scan(&damaged(0), &[], 1, 1),
             Err(JournalError::Damaged { offset: 32, seq: 1 })
         ));
-        // A reader beside a writer takes the break as the end.
-        let read = scan_pair([&damaged(1), &[]], 1, 1, Break::Ends).map(|r| r.0);
-        assert!(matches!(read, Ok(Scan::Live(v)) if v.len() == 1));
     }
 
     /// A store left open needs its journal: missing, unwritten or cut short
@@ -929,6 +1052,34 @@ mod tests {
             check(&store, required),
             Err((_, JournalError::Unwritten))
         ));
+    }
+
+    /// A reader follows the chain as the writer appends, across a switch
+    /// and through frames bigger than its chunk, reading only what is new;
+    /// a new `journal_next` starts it over.
+    #[test]
+    fn the_follower_reads_what_was_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        let (mut j, _) = Journal::open(&store, ex(7, 1)).unwrap();
+        let mut f = Follower::default();
+        let more = |f: &mut Follower, next| match f.follow(&store, 7, next).unwrap() {
+            Followed::More { reset, entries } => (reset, entries.len()),
+            Followed::Ahead => panic!("ahead"),
+        };
+        assert_eq!(more(&mut f, 1), (true, 0));
+        j.append([Entry::Delete("a".into()), Entry::Delete("b".into())].iter())
+            .unwrap();
+        assert_eq!(more(&mut f, 1), (false, 2));
+        assert_eq!(more(&mut f, 1), (false, 0));
+        let big = Entry::Save(vec![b'z'; FOLLOW_CHUNK + 10]);
+        j.append([big].iter()).unwrap();
+        j.switch();
+        j.append([Entry::Delete("c".into())].iter()).unwrap();
+        assert_eq!(more(&mut f, 1), (false, 2));
+        // Checkpointed up to 4: only the newer file is live.
+        assert_eq!(more(&mut f, 4), (true, 1));
+        assert!(matches!(f.follow(&store, 7, 0), Ok(Followed::Ahead)));
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl RedbStore {
         // Beside a live writer, the journaled writes are checked too; a
         // writable open has already taken them into the file.
         if let Handle::Read(_) = handle
-            && let Err(e) = read_only_view(&handle, path)
+            && let Err(e) = read_only_view(&handle, path, &Default::default())
         {
             report.corrupt.push(("(journal)".to_owned(), e.to_string()));
         }

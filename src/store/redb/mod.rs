@@ -69,7 +69,7 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -84,7 +84,7 @@ use self::file::{
     damaged, database_error, ensure_journal_meta, initialise, inspect_opening, io_error,
     journal_meta, open_error, resolve, set_journal_state, snapshot, storage, sync_parent,
 };
-use self::journal::{Journal, JournalError, Scan};
+use self::journal::{Followed, Follower, Journal, JournalError};
 use self::pending::Overlay;
 use self::writer::{
     Checkpointer, Lane, Op, Request, Shared, Writer, checkpoint_loop, commit_pending,
@@ -196,6 +196,8 @@ pub struct RedbStore {
     lane: Option<Arc<Lane>>,
     /// What the write path shows readers; `None` on a read-only handle.
     shared: Option<Arc<Shared>>,
+    /// What a read-only handle has read of the writer's journal.
+    journal_view: Arc<Mutex<JournalView>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -319,6 +321,7 @@ impl RedbStore {
             db: Some(db),
             lane: Some(lane),
             shared: Some(shared),
+            journal_view: Arc::default(),
         })
     }
 
@@ -368,6 +371,7 @@ impl RedbStore {
             // Another process writes: each read rebuilds its pending writes
             // from the journal.
             shared: None,
+            journal_view: Arc::default(),
         })
     }
 
@@ -460,6 +464,7 @@ impl RedbStore {
         let db = Arc::clone(self.db.as_ref().ok_or(Error::Closed)?);
         let shared = self.shared.clone();
         let path = self.path.clone();
+        let view = Arc::clone(&self.journal_view);
         tokio::task::spawn_blocking(move || match shared {
             Some(shared) => {
                 // Under the state lock: a checkpoint commits before it drops
@@ -472,7 +477,7 @@ impl RedbStore {
                 f(&txn, overlay)
             }
             None => {
-                let (txn, overlay) = read_only_view(&db, &path)?;
+                let (txn, overlay) = read_only_view(&db, &path, &view)?;
                 f(&txn, overlay)
             }
         })
@@ -715,9 +720,23 @@ fn journal_error(path: &Path, e: JournalError) -> Error {
     open_error(path, format!("its journal cannot be used: {e}"), hint)
 }
 
+/// The writer's journal as a read-only handle has followed it: the chain
+/// read so far and the writes it holds.
+#[derive(Debug, Default)]
+struct JournalView {
+    follower: Follower,
+    pending: Arc<pending::Pending>,
+}
+
 /// A redb snapshot and the journal's pending writes over it, for a
-/// read-only handle beside a writer in another process.
-fn read_only_view(db: &Handle, store: &Path) -> Result<(ReadTransaction, Overlay)> {
+/// read-only handle beside a writer in another process. Only the frames
+/// appended since the last read are read and decoded.
+fn read_only_view(
+    db: &Handle,
+    store: &Path,
+    view: &Mutex<JournalView>,
+) -> Result<(ReadTransaction, Overlay)> {
+    let mut view = view.lock().unwrap_or_else(PoisonError::into_inner);
     // A checkpoint between the snapshot and the journal read moves the
     // journal past the snapshot: take a newer one.
     for _ in 0..64 {
@@ -725,11 +744,17 @@ fn read_only_view(db: &Handle, store: &Path) -> Result<(ReadTransaction, Overlay
         let Some(expect) = journal_meta(&txn)? else {
             return Ok((txn, Overlay::default()));
         };
-        match journal::read(store, expect.id, expect.next) {
-            Ok(Scan::Live(entries)) => {
-                return Ok((txn, Overlay::single(pending::replay(entries)?)));
+        match view.follower.follow(store, expect.id, expect.next) {
+            Ok(Followed::More { reset, entries }) => {
+                let more = pending::replay(entries)?;
+                if reset {
+                    view.pending = Arc::new(more);
+                } else if !more.is_empty() {
+                    Arc::make_mut(&mut view.pending).extend(more);
+                }
+                return Ok((txn, Overlay::shared(Arc::clone(&view.pending))));
             }
-            Ok(Scan::Ahead { .. }) => continue,
+            Ok(Followed::Ahead) => continue,
             Err(e) => return Err(Error::storage("reading the journal", e)),
         }
     }

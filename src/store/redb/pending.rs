@@ -63,6 +63,11 @@ impl Overlay {
         Self(vec![Arc::new(pending)])
     }
 
+    /// One layer, shared with whoever keeps it.
+    pub(super) fn shared(pending: Arc<Pending>) -> Self {
+        Self(vec![pending])
+    }
+
     /// The newest pending value of `id`, if any layer has one.
     pub(super) fn get(&self, id: &str) -> Option<&Option<Environment>> {
         self.0.iter().find_map(|layer| layer.get(id))
