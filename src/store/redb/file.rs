@@ -249,7 +249,9 @@ pub(super) fn sync_parent(path: &Path) -> io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    File::open(parent)?.sync_all()
+    File::open(parent)?.sync_all()?;
+    super::io_log::dir_synced(parent);
+    Ok(())
 }
 
 /// Makes an empty redb file a store: metadata and tables, one commit.

@@ -73,6 +73,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::file::sync_parent;
+use super::io_log::{self, DirChange};
 
 /// Header length; the first frame starts here.
 pub(super) const HEADER_LEN: u64 = 32;
@@ -610,6 +611,19 @@ pub(super) enum Fault {
     Sync,
 }
 
+/// Writes `data` at `offset`, reporting it to the [`io_log`].
+fn write_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    io_log::write(file, offset, data);
+    file.write_all_at(data, offset)
+}
+
+/// Syncs a journal file's data (and size), reporting it to the [`io_log`].
+fn sync(file: &File) -> io::Result<()> {
+    file.sync_data()?;
+    io_log::synced(file);
+    Ok(())
+}
+
 /// One of the two journal files.
 #[derive(Debug)]
 struct Log {
@@ -624,6 +638,7 @@ struct Log {
 impl Log {
     /// Opens (creating if needed, mode 0600) one journal file.
     fn open(path: &Path) -> Result<Self, JournalError> {
+        let existed = std::fs::symlink_metadata(path).is_ok();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -631,6 +646,9 @@ impl Log {
             .truncate(false)
             .mode(0o600)
             .open(path)?;
+        if !existed {
+            io_log::created(path, &file);
+        }
         let allocated = file.metadata()?.len();
         Ok(Self {
             path: path.to_owned(),
@@ -642,10 +660,10 @@ impl Log {
 
     /// Writes the header of a file whose creation had not finished.
     fn initialise(&mut self, id: u64) -> io::Result<()> {
-        self.file.write_all_at(&header(id), 0)?;
+        write_at(&self.file, &header(id), 0)?;
         self.allocated = self.allocated.max(HEADER_LEN);
         self.grow(FIRST_ALLOCATION)?;
-        self.file.sync_all()?;
+        sync(&self.file)?;
         sync_parent(&self.path)
     }
 
@@ -657,7 +675,7 @@ impl Log {
             let n = usize::try_from(target - self.allocated)
                 .unwrap_or(CHUNK)
                 .min(CHUNK);
-            self.file.write_all_at(&zeros[..n], self.allocated)?;
+            write_at(&self.file, &zeros[..n], self.allocated)?;
             self.allocated += n as u64;
         }
         Ok(())
@@ -788,14 +806,11 @@ impl Journal {
                 Fault::TornWrite => &self.buf[..self.buf.len() / 2],
                 Fault::Sync => &self.buf[..],
             };
-            log.file
-                .write_all_at(written, log.end)
-                .map_err(AppendError::Write)?;
+            write_at(&log.file, written, log.end).map_err(AppendError::Write)?;
             return Err(AppendError::Write(injected()));
         }
-        log.file
-            .write_all_at(&self.buf, log.end)
-            .and_then(|()| log.file.sync_data())
+        write_at(&log.file, &self.buf, log.end)
+            .and_then(|()| sync(&log.file))
             .map_err(AppendError::Write)?;
         log.end = needed;
         self.next_seq = seq;
@@ -814,8 +829,8 @@ impl Journal {
     /// it (their numbers would not follow on).
     pub(super) fn erase_failed(&mut self) -> io::Result<()> {
         let log = &self.logs[self.active];
-        log.file.write_all_at(&vec![0; self.buf.len()], log.end)?;
-        log.file.sync_data()
+        write_at(&log.file, &vec![0; self.buf.len()], log.end)?;
+        sync(&log.file)
     }
 
     /// Sends later frames to the other file, from its header on. Only once
@@ -831,6 +846,7 @@ impl Journal {
             let Log { path, file, .. } = log;
             drop(file);
             std::fs::remove_file(&path)?;
+            io_log::dir_changed(DirChange::Remove, &path, &path);
         }
         Ok(())
     }
