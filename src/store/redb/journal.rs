@@ -363,7 +363,7 @@ fn first_seq(bytes: &[u8]) -> Option<u64> {
 /// chain ends in and the offset after its last frame. A damaged chain is
 /// `Err((file, Damaged))`: only for opening, when no one else writes (a
 /// reader beside a writer may see a file while it is appended to).
-fn scan_pair(
+pub(super) fn scan_pair(
     files: [&[u8]; 2],
     id: u64,
     next: u64,

@@ -99,6 +99,37 @@ use crate::record::{self, RecordError};
 use crate::repository::Repository;
 
 pub use self::file::{FORMAT_NAME, FORMAT_VERSION};
+
+/// Entry points for `cargo fuzz` (`fuzz/`): what a store parses from its
+/// files, on arbitrary bytes. Built only under `--cfg fuzzing`.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A value as the records table stores it, read as a store reads it.
+    pub fn stored_value(data: &[u8]) {
+        let _ = super::decode("fuzzed", data);
+    }
+
+    /// `data` as a journal id, a `journal_next` and two journal files,
+    /// scanned as an open scans them; the writes found decoded as a replay.
+    pub fn journal(data: &[u8]) {
+        let Some((head, files)) = data.split_at_checked(18) else {
+            return;
+        };
+        let mut id = [0; 8];
+        id.copy_from_slice(&head[..8]);
+        let mut next = [0; 8];
+        next.copy_from_slice(&head[8..16]);
+        let split = usize::from(u16::from_le_bytes([head[16], head[17]])).min(files.len());
+        let (a, b) = files.split_at(split);
+        let (id, next) = (u64::from_le_bytes(id), u64::from_le_bytes(next) % 1024);
+        if let Ok((super::journal::Scan::Live(entries), ..)) =
+            super::journal::scan_pair([a, b], id, next)
+        {
+            let _ = super::pending::replay(entries);
+        }
+    }
+}
 pub use self::maintenance::CheckReport;
 
 /// How to open a [`RedbStore`].
