@@ -537,15 +537,7 @@ fn read_only_beside_writer(dir: &Path, n: usize, journal: u64, samples: usize) -
         .unwrap_or_else(|e| panic!("{e}"));
     let (read_only, uncached) = rt.block_on(async {
         let ro = RedbStore::open_read_only(&path).unwrap_or_else(|e| panic!("{e}"));
-        let mut lcg = Lcg(7);
-        let ro_p50 = per_call(samples, 1, |_| {
-            let id = env(lcg.next(n)).id;
-            let ro = &ro;
-            async move {
-                ro.find_by_id(&id).await.unwrap_or_else(|e| panic!("{e}"));
-            }
-        })
-        .await;
+        let ro_p50 = lookup_p50(&ro, n, samples).await;
         let plain = dir.join("uncached.redb");
         {
             let store: Arc<dyn Repository> =
@@ -557,20 +549,28 @@ fn read_only_beside_writer(dir: &Path, n: usize, journal: u64, samples: usize) -
             ..RedbOptions::default()
         };
         let rw = RedbStore::open_with(&plain, options).unwrap_or_else(|e| panic!("{e}"));
-        let mut lcg = Lcg(7);
-        let rw_p50 = per_call(samples, 1, |_| {
-            let id = env(lcg.next(n)).id;
-            let rw = &rw;
-            async move {
-                rw.find_by_id(&id).await.unwrap_or_else(|e| panic!("{e}"));
-            }
-        })
-        .await;
+        let rw_p50 = lookup_p50(&rw, n, samples).await;
         (ro_p50, rw_p50)
     });
     let _ = child.kill();
     let _ = child.wait();
     (read_only, uncached, ready.unwrap_or(0))
+}
+
+/// find_by_id p50 over `samples` ids of the `n` stored, the same ids in
+/// the same order for every store.
+async fn lookup_p50(store: &RedbStore, n: usize, samples: usize) -> f64 {
+    let mut lcg = Lcg(7);
+    per_call(samples, 1, |_| {
+        let id = env(lcg.next(n)).id;
+        async move {
+            store
+                .find_by_id(&id)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    })
+    .await
 }
 
 fn reopen_ms(path: &Path) -> (f64, usize) {

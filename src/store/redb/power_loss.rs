@@ -35,6 +35,12 @@ type Ino = (u64, u64);
 /// One thing the store did, or the workload saw.
 #[derive(Debug, Clone)]
 enum Op {
+    /// A file was there, durable, when the recording began.
+    Existing {
+        name: String,
+        ino: Ino,
+        bytes: Arc<[u8]>,
+    },
     /// A file was created at a name.
     Created {
         name: String,
@@ -109,9 +115,9 @@ fn record_ino(file: &File, op: impl FnOnce(Ino) -> Op) {
     let recordings = lock(&RECORDINGS);
     for r in recordings.iter() {
         let mut ops = lock(&r.ops);
-        let known = ops
-            .iter()
-            .any(|o| matches!(o, Op::Created { ino: i, .. } if *i == ino));
+        let known = ops.iter().any(
+            |o| matches!(o, Op::Created { ino: i, .. } | Op::Existing { ino: i, .. } if *i == ino),
+        );
         if known {
             ops.push(op(ino));
             return;
@@ -181,8 +187,19 @@ struct Watch {
 }
 
 impl Watch {
+    /// Starts recording `dir`, whose files are taken as durable.
     fn new(dir: &Path) -> Self {
-        let ops = Arc::new(Mutex::new(Vec::new()));
+        let mut existing = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let (Ok(meta), Ok(bytes)) = (entry.metadata(), std::fs::read(entry.path())) {
+                existing.push(Op::Existing {
+                    name: entry.file_name().to_string_lossy().into_owned(),
+                    ino: (meta.dev(), meta.ino()),
+                    bytes: Arc::from(bytes),
+                });
+            }
+        }
+        let ops = Arc::new(Mutex::new(existing));
         lock(&RECORDINGS).push(Recording {
             dir: dir.to_owned(),
             ops: Arc::clone(&ops),
@@ -319,6 +336,15 @@ fn image(ops: &[Op], point: usize, rng: &mut Lcg) -> BTreeMap<String, Vec<u8>> {
                 apply_dir(&mut durable_names, &dir_changes);
                 dir_changes.clear();
             }
+            Op::Existing { name, ino, bytes } => {
+                let inode = Inode {
+                    durable: bytes.to_vec(),
+                    since: Vec::new(),
+                };
+                inodes.insert(*ino, inode);
+                names.insert(name.clone(), *ino);
+                durable_names.insert(name.clone(), *ino);
+            }
             Op::Issued { .. } | Op::Acked { .. } | Op::Opened => {}
         }
     }
@@ -380,8 +406,10 @@ mod tests {
         }
     }
 
-    /// Runs the workload on a watched store and returns what was recorded.
-    fn record(dir: &Path) -> Vec<Op> {
+    /// Runs the workload's `tasks` on a watched store in `dir` (a new
+    /// store, or a crash image that opening recovers) and returns what was
+    /// recorded, with every id and name the store held once opened.
+    fn record(dir: &Path, tasks: std::ops::Range<usize>) -> (Vec<Op>, BTreeMap<String, String>) {
         let watch = Watch::new(dir);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -396,11 +424,12 @@ mod tests {
         let store = Arc::new(RedbStore::open_with(dir.join("waggle.db"), options).expect("open"));
         watch.push(Op::Opened);
         let watch = Arc::new(watch);
+        let recovered = names(&rt.block_on(store.find_all()).expect("find_all"));
         rt.block_on(async {
-            let mut tasks = tokio::task::JoinSet::new();
-            for task in 0..TASKS {
+            let mut set = tokio::task::JoinSet::new();
+            for task in tasks {
                 let (store, watch) = (Arc::clone(&store), Arc::clone(&watch));
-                tasks.spawn(async move {
+                set.spawn(async move {
                     for n in 0..STEPS {
                         let (id, name) = step(task, n);
                         watch.push(Op::Issued { task, step: n });
@@ -415,7 +444,7 @@ mod tests {
                     }
                 });
             }
-            while let Some(r) = tasks.join_next().await {
+            while let Some(r) = set.join_next().await {
                 r.expect("task");
             }
         });
@@ -427,102 +456,121 @@ mod tests {
         if let Ok(store) = Arc::try_unwrap(store) {
             store.close().expect("close");
         }
-        watch.ops()
+        (watch.ops(), recovered)
+    }
+
+    fn names(envs: &[Environment]) -> BTreeMap<String, String> {
+        envs.iter()
+            .map(|e| (e.id.clone(), e.name.clone()))
+            .collect()
     }
 
     /// For each id, the values a crash at `point` may leave: the one after
     /// its last acknowledged write, or after a write issued and not yet
     /// acknowledged. `None` is absent.
-    fn allowed(ops: &[Op], point: usize) -> BTreeMap<String, Vec<Option<String>>> {
-        let mut acked = [0usize; TASKS];
-        let mut issued = [0usize; TASKS];
+    fn allowed(
+        ops: &[Op],
+        point: usize,
+        tasks: std::ops::Range<usize>,
+    ) -> BTreeMap<String, Vec<Option<String>>> {
+        let mut acked: HashMap<usize, usize> = HashMap::new();
+        let mut issued: HashMap<usize, usize> = HashMap::new();
         for op in &ops[..point] {
             match op {
-                Op::Issued { task, step } => issued[*task] = step + 1,
-                Op::Acked { task, step } => acked[*task] = step + 1,
+                Op::Issued { task, step } => {
+                    issued.insert(*task, step + 1);
+                }
+                Op::Acked { task, step } => {
+                    acked.insert(*task, step + 1);
+                }
                 _ => {}
             }
         }
         let mut allowed: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
-        for task in 0..TASKS {
+        for task in tasks {
+            let acked = acked.get(&task).copied().unwrap_or(0);
+            let issued = issued.get(&task).copied().unwrap_or(0);
             let mut state: BTreeMap<String, Option<String>> =
                 (0..IDS).map(|i| (format!("t{task}-{i}"), None)).collect();
-            for n in 0..acked[task] {
+            for n in 0..acked {
                 let (id, name) = step(task, n);
                 state.insert(id, name);
             }
             for (id, value) in &state {
                 allowed.insert(id.clone(), vec![value.clone()]);
             }
-            if issued[task] > acked[task] {
-                let (id, name) = step(task, acked[task]);
+            if issued > acked {
+                let (id, name) = step(task, acked);
                 allowed.entry(id).or_default().push(name);
             }
         }
         allowed
     }
 
-    #[test]
-    fn every_power_cut_keeps_every_acknowledged_write() {
-        let images: usize = std::env::var("WAGGLE_POWER_LOSS_IMAGES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(600);
-        let recorded = tempfile::tempdir().expect("tempdir");
-        let ops = record(recorded.path());
-        let syncs = ops
-            .iter()
-            .filter(|o| matches!(o, Op::Synced { .. } | Op::DirSynced))
-            .count();
-        let opened_at = ops
-            .iter()
-            .position(|o| matches!(o, Op::Opened))
-            .expect("opened");
+    /// What a run of crash images saw.
+    #[derive(Default)]
+    struct Tally {
+        images: usize,
+        opened: usize,
+        before_creation: usize,
+        checked: usize,
+        lost: Vec<String>,
+    }
+
+    /// Builds `count` images from `ops` at points spread over the run (a
+    /// few each), opens each, and checks every id against `expect(point)`.
+    /// Before the open is recorded, a `new` store may be refused.
+    fn crash_images(
+        ops: &[Op],
+        new: bool,
+        count: usize,
+        scratch: &Path,
+        expect: &dyn Fn(usize) -> BTreeMap<String, Vec<Option<String>>>,
+        tally: &mut Tally,
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
-        let scratch = tempfile::tempdir_in(
-            Some(Path::new("/dev/shm"))
-                .filter(|p| p.is_dir())
-                .unwrap_or(&std::env::temp_dir()),
-        )
-        .expect("scratch");
-        let (mut opened, mut before_creation, mut checked) = (0, 0, 0);
-        let mut lost: Vec<String> = Vec::new();
-        for n in 0..images {
-            // Crash points spread over the whole run, a few images each.
-            let point = 1 + (n / 3) * (ops.len() - 1) / images.div_ceil(3).max(1);
-            let mut rng = Lcg(n as u64 * 7919 + 1);
-            let files = image(&ops, point, &mut rng);
-            let dir = scratch.path().join(format!("image-{n}"));
+        let opened_at = ops
+            .iter()
+            .position(|o| matches!(o, Op::Opened))
+            .unwrap_or(0);
+        // The files there from the start are all there at any point.
+        let start = ops
+            .iter()
+            .take_while(|o| matches!(o, Op::Existing { .. }))
+            .count()
+            .max(1);
+        for n in 0..count {
+            let point = start + (n / 3) * (ops.len() - start) / count.div_ceil(3).max(1);
+            let mut rng = Lcg(n as u64 * 7919 + tally.images as u64 + 1);
+            let files = image(ops, point, &mut rng);
+            let dir = scratch.join(format!("image-{}", tally.images));
+            tally.images += 1;
             std::fs::create_dir(&dir).expect("image dir");
             for (name, bytes) in &files {
                 std::fs::write(dir.join(name), bytes).expect("write image");
             }
-            let path = dir.join("waggle.db");
-            let store = match RedbStore::open(&path) {
+            let store = match RedbStore::open(dir.join("waggle.db")) {
                 Ok(store) => store,
-                Err(e @ Error::Open { .. }) if point <= opened_at => {
-                    // Never acknowledged as created: a clear refusal is fine.
-                    let _ = e;
-                    before_creation += 1;
+                // Never acknowledged as created: a clear refusal is fine.
+                Err(Error::Open { .. }) if new && point <= opened_at => {
+                    tally.before_creation += 1;
                     let _ = std::fs::remove_dir_all(&dir);
                     continue;
                 }
                 Err(e) => panic!("image {n} (crash after op {point} of {}): {e}", ops.len()),
             };
-            opened += 1;
-            let found: BTreeMap<String, String> = rt
-                .block_on(store.find_all())
-                .unwrap_or_else(|e| panic!("image {n}: find_all: {e}"))
-                .into_iter()
-                .map(|e| (e.id, e.name))
-                .collect();
-            for (id, values) in allowed(&ops, point) {
-                checked += 1;
+            tally.opened += 1;
+            let found = names(
+                &rt.block_on(store.find_all())
+                    .unwrap_or_else(|e| panic!("image {n}: find_all: {e}")),
+            );
+            for (id, values) in expect(point) {
+                tally.checked += 1;
                 let got = found.get(&id).cloned();
                 if !values.contains(&got) {
-                    lost.push(format!(
+                    tally.lost.push(format!(
                         "image {n} (op {point}): {id} is {got:?}, acknowledged {values:?}"
                     ));
                 }
@@ -530,11 +578,91 @@ mod tests {
             drop(store);
             let _ = std::fs::remove_dir_all(&dir);
         }
-        println!(
-            "power loss: {images} crash images from {} recorded operations ({syncs} syncs, 4 writers, checkpoints every 6 ids): {opened} opened, {before_creation} before the store was acknowledged as created, {checked} ids checked, acknowledged writes lost: {}",
-            ops.len(),
-            lost.len()
+    }
+
+    /// Power cuts at every point of two recorded runs: a new store written
+    /// by four writers with checkpoints, then closed; and a crash image of
+    /// that run opened again — the recovery (replay, its checkpoint, the
+    /// journal started over) recorded too — and written by four more.
+    #[test]
+    fn every_power_cut_keeps_every_acknowledged_write() {
+        let images: usize = std::env::var("WAGGLE_POWER_LOSS_IMAGES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(600);
+        let scratch = tempfile::tempdir_in(
+            Some(Path::new("/dev/shm"))
+                .filter(|p| p.is_dir())
+                .unwrap_or(&std::env::temp_dir()),
+        )
+        .expect("scratch");
+        let mut tally = Tally::default();
+
+        let first = scratch.path().join("first");
+        std::fs::create_dir(&first).expect("dir");
+        let (ops, _) = record(&first, 0..TASKS);
+        crash_images(
+            &ops,
+            true,
+            images / 2,
+            scratch.path(),
+            &|point| allowed(&ops, point, 0..TASKS),
+            &mut tally,
         );
-        assert!(lost.is_empty(), "{:#?}", &lost[..lost.len().min(10)]);
+
+        // A crash image three fifths into the first run, recovered under
+        // the recorder.
+        let second = scratch.path().join("second");
+        std::fs::create_dir(&second).expect("dir");
+        let crash = ops.len() * 3 / 5;
+        for (name, bytes) in image(&ops, crash, &mut Lcg(42)) {
+            std::fs::write(second.join(name), bytes).expect("write image");
+        }
+        let (again, recovered) = record(&second, 10..10 + TASKS);
+        let first_ids = allowed(&ops, crash, 0..TASKS);
+        for (id, values) in &first_ids {
+            let got = recovered.get(id).cloned();
+            assert!(
+                values.contains(&got),
+                "recovery: {id} is {got:?}, acknowledged {values:?}"
+            );
+        }
+        crash_images(
+            &again,
+            false,
+            images - images / 2,
+            scratch.path(),
+            &|point| {
+                // The first run's ids exactly as recovered; the second's as
+                // acknowledged.
+                let mut expect: BTreeMap<String, Vec<Option<String>>> = first_ids
+                    .keys()
+                    .map(|id| (id.clone(), vec![recovered.get(id).cloned()]))
+                    .collect();
+                expect.extend(allowed(&again, point, 10..10 + TASKS));
+                expect
+            },
+            &mut tally,
+        );
+        let syncs = ops
+            .iter()
+            .chain(&again)
+            .filter(|o| matches!(o, Op::Synced { .. } | Op::DirSynced))
+            .count();
+        println!(
+            "power loss: {} crash images from two recorded runs ({} and {} operations, {syncs} syncs; 4 writers each, checkpoints every 6 ids; the second recovers a crash image of the first): {} opened, {} before the store was acknowledged as created, {} ids checked, acknowledged writes lost: {}",
+            tally.images,
+            ops.len(),
+            again.len(),
+            tally.opened,
+            tally.before_creation,
+            tally.checked,
+            tally.lost.len()
+        );
+        assert!(
+            tally.lost.is_empty(),
+            "{:#?}",
+            &tally.lost[..tally.lost.len().min(10)]
+        );
     }
 }
