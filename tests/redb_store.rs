@@ -855,6 +855,72 @@ fn a_version_1_store_is_upgraded() {
     });
 }
 
+/// The raw values of a closed store's records table.
+fn raw_values(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use redb::{ReadableDatabase, ReadableTable};
+    let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let txn = db.begin_read().unwrap_or_else(|e| panic!("{e}"));
+    let table: redb::TableDefinition<&str, &[u8]> =
+        redb::TableDefinition::new("waggle_environments");
+    let t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
+    t.iter()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map_while(Result::ok)
+        .map(|(k, v)| (k.value().to_owned(), v.value().to_vec()))
+        .collect()
+}
+
+/// A format 2 store (records without a checksum, no `journal_state`)
+/// opens and reads as before; a record gains its checksum when it is next
+/// written, the others keep reading; the file is format 3 afterwards.
+#[test]
+fn a_format_2_store_reads_and_upgrades() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    valid_store(&path, 4);
+    // Back to format 2: plain records, no journal state.
+    let written: Vec<Environment> = (0..4).map(|i| env(&format!("v{i:04}"))).collect();
+    {
+        let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let table: redb::TableDefinition<&str, &[u8]> =
+                redb::TableDefinition::new("waggle_environments");
+            let mut t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
+            for e in &written {
+                let plain = waggle_store::record::encode(e).unwrap_or_default();
+                t.insert(e.id.as_str(), plain.as_slice())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        txn.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+    set_meta(
+        &path,
+        &[("format_version", Some("2")), ("journal_state", None)],
+    );
+    assert!(raw_values(&path).values().all(|v| v.first() == Some(&b'{')));
+    rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let all = store.find_all().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all, written);
+        store
+            .save(&env("v0001"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+    });
+    let raw = raw_values(&path);
+    assert_eq!(raw["v0001"].first(), Some(&0x01), "rewritten: checksummed");
+    assert_eq!(raw["v0002"].first(), Some(&b'{'), "untouched: as it was");
+    assert_eq!(meta(&path, "format_version").as_deref(), Some("3"));
+    assert_eq!(meta(&path, "journal_state").as_deref(), Some("closed"));
+    rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.find_all().await.map(|a| a.len()).ok(), Some(4));
+    });
+}
+
 /// One metadata value of a closed store.
 fn meta(path: &Path, key: &str) -> Option<String> {
     use redb::ReadableDatabase;
