@@ -5,4 +5,6 @@
 //! per backend.
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod redb;

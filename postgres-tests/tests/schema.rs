@@ -1,0 +1,120 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! PgStore's schema and connection: servers starting at once, a schema
+//! newer than this build refused untouched, the password never shown.
+
+#[cfg(waggle_postgres_server)]
+mod with_server {
+    use waggle_store::Repository;
+    use waggle_store::store::postgres::{PgOptions, PgStore};
+    use waggle_store_postgres_tests::{connect, server_url, unique_schema};
+
+    async fn raw() -> tokio_postgres::Client {
+        let url = server_url().unwrap_or_else(|| panic!("no server"));
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Eight servers opening one new schema at once: one creates it, the
+    /// others wait for it (the advisory lock) and find it made.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn servers_starting_at_once_share_one_schema() {
+        let schema = unique_schema("race");
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                let schema = schema.clone();
+                tokio::spawn(async move { connect(&schema).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for open in opens {
+            stores.push(open.await.unwrap_or_else(|e| panic!("{e}")));
+        }
+        let env = waggle_store::Environment::new("shared", "one", waggle_store::Runtime::Shell);
+        stores[0].save(&env).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stores[7].find_by_id("shared").await.ok(), Some(env));
+        let versions: i64 = raw()
+            .await
+            .query_one(
+                &format!("SELECT count(*) FROM \"{schema}\".waggle_schema"),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .get(0);
+        assert_eq!(versions, 1, "the migration ran more than once");
+    }
+
+    /// A schema a newer waggle-store wrote is refused, and left as it was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_newer_schema_is_refused_untouched() {
+        let schema = unique_schema("newer");
+        drop(connect(&schema).await);
+        let client = raw().await;
+        client
+            .batch_execute(&format!(
+                "INSERT INTO \"{schema}\".waggle_schema VALUES (99); \
+                 INSERT INTO \"{schema}\".environments VALUES ('kept', 'not a record')"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = server_url().unwrap_or_default();
+        let options = PgOptions {
+            schema: schema.clone(),
+            ..PgOptions::default()
+        };
+        let err = PgStore::connect(&url, options)
+            .await
+            .expect_err("a newer schema opened");
+        assert!(err.to_string().contains("newer waggle-store"), "{err}");
+        let rows: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM \"{schema}\".waggle_schema) * 10 + \
+                     (SELECT count(*) FROM \"{schema}\".environments)"
+                ),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .get(0);
+        assert_eq!(rows, 21, "the refused schema was changed");
+    }
+
+    /// A wrong password is a typed error that does not contain it; nor
+    /// does a store's Debug output.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_password_is_never_shown() {
+        let url = server_url().unwrap_or_default();
+        let secret = "Sup3r-Secret-Pw";
+        let wrong = match url.split_once('@') {
+            Some((_, host)) => format!("postgres://waggle:{secret}@{host}"),
+            None => panic!("the test URL has no credentials"),
+        };
+        let err = PgStore::connect(&wrong, PgOptions::default())
+            .await
+            .expect_err("a wrong password connected");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains(secret), "{shown}");
+        let store = connect(&unique_schema("debug")).await;
+        let password = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .and_then(|(user, _)| user.split_once(':'))
+            .map(|(_, pw)| pw.to_owned())
+            .unwrap_or_default();
+        assert!(!password.is_empty());
+        assert!(!format!("{store:?}").contains(&password), "{store:?}");
+    }
+}
+
+#[cfg(not(waggle_postgres_server))]
+#[test]
+#[ignore = "needs a PostgreSQL server: eval \"$(scripts/test-postgres start)\" sets WAGGLE_TEST_POSTGRES_URL"]
+fn postgres_schema() {
+    panic!("WAGGLE_TEST_POSTGRES_URL was not set when this was built");
+}

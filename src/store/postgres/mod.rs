@@ -1,0 +1,484 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! `PgStore`: environments in a PostgreSQL database, for fleets of Waggle
+//! servers that share one store. Behind the `postgres` feature.
+//!
+//! # How it works
+//!
+//! * **Schema.** A table `environments (id text COLLATE "C" PRIMARY KEY,
+//!   record text)` in a configurable schema ([`PgOptions::schema`]), so
+//!   several deployments or test runs share one database. Records are the
+//!   JSON [records](crate::record) a redb store holds. The SQL lives in
+//!   `src/store/postgres/migrations/`, one file a version, applied on open
+//!   inside one transaction under an advisory lock (two servers starting at
+//!   once take turns); a schema newer than this build is refused and left
+//!   as it is.
+//! * **Each call is one statement** in autocommit: atomic on the server.
+//!   A write runs on a task of its own holding a pooled connection, so a
+//!   caller that drops the future never leaves a statement half-done on a
+//!   connection back in the pool. A write whose caller has gone is
+//!   remembered until it ends, and every later write of this store waits
+//!   for it first: a dropped write never lands after a later one.
+//! * **Pool.** `deadpool-postgres` over `tokio-postgres`: a pool of
+//!   [`PgOptions::pool_size`] connections, each with a connect timeout and a
+//!   server-side `statement_timeout`; a pool wait is bounded too, so a
+//!   server that is down or slow gives a typed error, never a hang.
+
+use std::fmt;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+
+use crate::domain::{Environment, validate_id};
+use crate::error::{Error, Result};
+use crate::record::{self, RecordError};
+use crate::repository::Repository;
+
+/// The migrations, in order: version `n` is the `n`-th.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_environments.sql")];
+
+/// How to open a [`PgStore`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// The schema the store's tables live in; created if missing.
+    /// Default `waggle`.
+    pub schema: String,
+    /// Connections in the pool. Default 16.
+    pub pool_size: usize,
+    /// How long to wait for a connection (connecting, or a free one from
+    /// the pool). Default 5 s.
+    pub connect_timeout: Duration,
+    /// The server cancels a statement running longer. Default 10 s.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            schema: "waggle".to_owned(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+/// The statements of one schema, its name quoted.
+#[derive(Debug)]
+struct Sql {
+    upsert: String,
+    select: String,
+    delete: String,
+    all: String,
+    count: String,
+}
+
+impl Sql {
+    fn new(schema: &str) -> Self {
+        let t = format!("{}.environments", quote(schema));
+        Self {
+            upsert: format!(
+                "INSERT INTO {t} (id, record) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record"
+            ),
+            select: format!("SELECT record FROM {t} WHERE id = $1"),
+            delete: format!("DELETE FROM {t} WHERE id = $1"),
+            all: format!("SELECT id, record FROM {t} ORDER BY id"),
+            count: format!("SELECT count(*) FROM {t}"),
+        }
+    }
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A [`Repository`] in a PostgreSQL database: see the [module docs](self).
+pub struct PgStore {
+    pool: Pool,
+    sql: Arc<Sql>,
+    schema: String,
+    /// Where it connects, without the password.
+    target: String,
+    /// Writes whose callers went away before they ended: each is `true`
+    /// once it has.
+    orphans: Arc<std::sync::Mutex<Vec<watch::Receiver<bool>>>>,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("target", &self.target)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `tokio-postgres` error with the server's own message, which its
+/// `Display` leaves out ("db error").
+fn pg_error(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |e| match e.as_db_error() {
+        Some(db) => Error::storage(
+            context,
+            format!("{} ({}: {})", db.message(), db.severity(), db.code().code()),
+        ),
+        None => Error::storage(context, e),
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> Error {
+    Error::storage("getting a PostgreSQL connection", e)
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (a `postgres://` URL or a libpq
+    /// `key=value` string; `PGPASSWORD` is used when it names no password),
+    /// creates or migrates the schema, and returns the store.
+    ///
+    /// Refuses a schema written by a newer waggle-store, without changing
+    /// it. Errors never contain the password.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the migration is one transaction; dropped, it is rolled
+    /// back by the server when the connection closes.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::Config(format!("the PostgreSQL connection string: {e}")))?;
+        if config.get_password().is_none()
+            && let Some(password) = std::env::var_os("PGPASSWORD")
+        {
+            config.password(password.as_encoded_bytes());
+        }
+        config.connect_timeout(options.connect_timeout);
+        config.options(format!(
+            "-c statement_timeout={}",
+            options.statement_timeout.as_millis()
+        ));
+        config.application_name("waggle-store");
+        let target = format!(
+            "{}@{}/{}",
+            config.get_user().unwrap_or("?"),
+            config
+                .get_hosts()
+                .first()
+                .map_or_else(|| "?".to_owned(), |h| format!("{h:?}")),
+            config.get_dbname().unwrap_or("?"),
+        );
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let wait = Some(options.connect_timeout);
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait,
+                create: wait,
+                recycle: wait,
+            })
+            .build()
+            .map_err(|e| Error::Config(format!("the PostgreSQL pool: {e}")))?;
+        migrate(&pool, &options.schema).await?;
+        Ok(Self {
+            pool,
+            sql: Arc::new(Sql::new(&options.schema)),
+            schema: options.schema,
+            target,
+            orphans: Arc::default(),
+        })
+    }
+
+    /// The schema this store's table lives in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Waits until every write whose caller went away has ended.
+    async fn settle_orphans(&self) {
+        let pending: Vec<watch::Receiver<bool>> = self
+            .orphans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for mut done in pending {
+            // An error means the task is gone: ended, too.
+            let _ = done.wait_for(|ended| *ended).await;
+        }
+        self.orphans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|done| !*done.borrow());
+    }
+
+    /// Runs one write statement on a task of its own: see the module docs.
+    async fn write(&self, statement: Write) -> Result<u64> {
+        // Waiting here changes nothing: dropped now, nothing was sent.
+        self.settle_orphans().await;
+        let (pool, sql) = (self.pool.clone(), Arc::clone(&self.sql));
+        let (ended, done) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let result = run_write(&pool, &sql, statement).await;
+            let _ = ended.send(true);
+            result
+        });
+        let mut running = Running {
+            task: Some(task),
+            done,
+            orphans: Arc::clone(&self.orphans),
+        };
+        let result = match running.task.as_mut() {
+            Some(task) => task.await,
+            None => return Err(Error::storage("running a write", "no task")),
+        };
+        running.task = None;
+        result.map_err(|e| Error::storage("running a write", e))?
+    }
+}
+
+/// A write task, remembered as an orphan if its caller goes away first.
+struct Running {
+    task: Option<JoinHandle<Result<u64>>>,
+    done: watch::Receiver<bool>,
+    orphans: Arc<std::sync::Mutex<Vec<watch::Receiver<bool>>>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.task.is_some() && !*self.done.borrow() {
+            self.orphans
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(self.done.clone());
+        }
+    }
+}
+
+async fn run_write(pool: &Pool, sql: &Sql, statement: Write) -> Result<u64> {
+    let client = pool.get().await.map_err(pool_error)?;
+    match statement {
+        Write::Upsert { id, record } => client
+            .execute(sql.upsert.as_str(), &[&id, &record])
+            .await
+            .map_err(pg_error("saving")),
+        Write::Delete { id } => client
+            .execute(sql.delete.as_str(), &[&id])
+            .await
+            .map_err(pg_error("deleting")),
+    }
+}
+
+enum Write {
+    Upsert { id: String, record: String },
+    Delete { id: String },
+}
+
+/// Creates the schema or brings it to the newest version, in one
+/// transaction under an advisory lock; refuses a newer one untouched.
+async fn migrate(pool: &Pool, schema: &str) -> Result<()> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let txn = client
+        .transaction()
+        .await
+        .map_err(pg_error("starting the migration"))?;
+    let quoted = quote(schema);
+    // Servers starting at once take turns; the lock ends with the transaction.
+    txn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('waggle-store:' || $1, 0))",
+        &[&schema],
+    )
+    .await
+    .map_err(pg_error("locking the schema"))?;
+    let exists: bool = txn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+             WHERE table_schema = $1 AND table_name = 'waggle_schema')",
+            &[&schema],
+        )
+        .await
+        .map_err(pg_error("reading the schema version"))?
+        .get(0);
+    let current: i32 = if exists {
+        txn.query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {quoted}.waggle_schema"),
+            &[],
+        )
+        .await
+        .map_err(pg_error("reading the schema version"))?
+        .get(0)
+    } else {
+        0
+    };
+    let newest = MIGRATIONS.len() as i32;
+    if current > newest {
+        // Dropped unapplied: the transaction is rolled back.
+        return Err(Error::storage(
+            "opening the PostgreSQL store",
+            format!(
+                "schema {schema:?} is at version {current}, written by a newer waggle-store; this build knows up to {newest}: upgrade it. Nothing was modified"
+            ),
+        ));
+    }
+    if current == newest {
+        return Ok(());
+    }
+    txn.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {quoted}; \
+         CREATE TABLE IF NOT EXISTS {quoted}.waggle_schema (version integer PRIMARY KEY)"
+    ))
+    .await
+    .map_err(pg_error("creating the schema"))?;
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        txn.batch_execute(&sql.replace("{schema}", &quoted))
+            .await
+            .map_err(pg_error("migrating the schema"))?;
+        txn.execute(
+            &format!("INSERT INTO {quoted}.waggle_schema (version) VALUES ($1)"),
+            &[&(n as i32 + 1)],
+        )
+        .await
+        .map_err(pg_error("migrating the schema"))?;
+    }
+    txn.commit()
+        .await
+        .map_err(pg_error("committing the migration"))?;
+    tracing::info!(
+        schema,
+        from = current,
+        to = newest,
+        "migrated the PostgreSQL schema"
+    );
+    Ok(())
+}
+
+fn decode(id: &str, text: &str) -> Result<Environment> {
+    let env = record::decode(text.as_bytes()).map_err(|e| match e {
+        RecordError::UnsupportedSchema { found, supported } => Error::UnsupportedSchema {
+            id: id.to_owned(),
+            found,
+            supported,
+        },
+        other => Error::Corrupt {
+            id: id.to_owned(),
+            reason: other.to_string(),
+        },
+    })?;
+    if env.id != id {
+        return Err(Error::Corrupt {
+            id: id.to_owned(),
+            reason: format!("the record holds id {:?}", env.id),
+        });
+    }
+    Ok(env)
+}
+
+#[async_trait]
+impl Repository for PgStore {
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while it waits for earlier dropped writes,
+    /// nothing is sent; after, the statement runs to its end on a task of
+    /// its own (one statement: all of it or none), before any later write
+    /// by this store begins.
+    async fn save(&self, env: &Environment) -> Result<()> {
+        env.validate()?;
+        let bytes = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
+        let record =
+            String::from_utf8(bytes).map_err(|e| Error::storage("encoding the record", e))?;
+        self.write(Write::Upsert {
+            id: env.id.clone(),
+            record,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: one read statement; a dropped call changes nothing.
+    async fn find_by_id(&self, id: &str) -> Result<Environment> {
+        // No invalid id is stored (and PostgreSQL text cannot hold NUL).
+        if validate_id(id).is_err() {
+            return Err(Error::not_found(id));
+        }
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt(self.sql.select.as_str(), &[&id])
+            .await
+            .map_err(pg_error("reading"))?;
+        match row {
+            Some(row) => decode(id, row.get(0)),
+            None => Err(Error::not_found(id)),
+        }
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: one read statement (one snapshot); a dropped call
+    /// changes nothing.
+    async fn find_all(&self) -> Result<Vec<Environment>> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(self.sql.all.as_str(), &[])
+            .await
+            .map_err(pg_error("reading"))?;
+        // Decoding thousands of records would hold the executor thread.
+        tokio::task::spawn_blocking(move || {
+            rows.iter()
+                .map(|row| decode(row.get(0), row.get(1)))
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::storage("decoding", e))?
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe, like [`save`](Self::save).
+    async fn delete(&self, id: &str) -> Result<()> {
+        if validate_id(id).is_err() {
+            return Err(Error::not_found(id));
+        }
+        let deleted = self.write(Write::Delete { id: id.to_owned() }).await?;
+        if deleted == 0 {
+            return Err(Error::not_found(id));
+        }
+        Ok(())
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: one read statement; a dropped call changes nothing.
+    async fn count(&self) -> Result<usize> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let n: i64 = client
+            .query_one(self.sql.count.as_str(), &[])
+            .await
+            .map_err(pg_error("counting"))?
+            .get(0);
+        usize::try_from(n).map_err(|e| Error::storage("counting", e))
+    }
+}
