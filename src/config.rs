@@ -5,9 +5,11 @@
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `WAGGLE_STORE` | `redb` (default) or `memory` |
+//! | `WAGGLE_STORE` | `redb` (default), `memory` or `postgres` |
 //! | `WAGGLE_STORE_PATH` | the redb file |
 //! | `WAGGLE_DATA_DIR` | a directory; the file is `$WAGGLE_DATA_DIR/waggle.db` when `WAGGLE_STORE_PATH` is unset |
+//! | `WAGGLE_STORE_URL` | with `postgres`: a `postgres://` URL or libpq `key=value` string (`PGPASSWORD` is used when it has no password) |
+//! | `WAGGLE_STORE_SCHEMA` | with `postgres`: the schema (default `waggle`) |
 //!
 //! With neither path variable set, the file is `waggle/waggle.db` in the
 //! platform's config directory (`$XDG_CONFIG_HOME` or `~/.config` on Linux).
@@ -34,7 +36,68 @@ pub enum StoreConfig {
     },
     /// A [`MemoryStore`]: nothing survives the process.
     Memory,
+    /// A `PgStore` on a PostgreSQL server (the `postgres` feature).
+    Postgres {
+        /// Where to connect; its password is never shown.
+        url: ConnectionString,
+        /// The schema the store's tables live in.
+        schema: String,
+    },
 }
+
+/// A PostgreSQL connection string whose password `Debug` and `Display`
+/// never show.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionString(String);
+
+impl ConnectionString {
+    /// Wraps a `postgres://` URL or a libpq `key=value` string.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The string itself, password included: for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The string with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let s = &self.0;
+        if let Some((scheme, rest)) = s.split_once("://") {
+            // URL: scheme://user:password@host...
+            if let Some((userinfo, host)) = rest.split_once('@')
+                && let Some((user, _)) = userinfo.split_once(':')
+            {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+            return s.clone();
+        }
+        // key=value pairs: password=... (possibly quoted).
+        s.split_whitespace()
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl std::fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::fmt::Display for ConnectionString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// The schema when `WAGGLE_STORE_SCHEMA` is unset.
+pub const DEFAULT_SCHEMA: &str = "waggle";
 
 impl StoreConfig {
     /// Reads the configuration from the process environment (see the
@@ -53,9 +116,26 @@ impl StoreConfig {
             None => {}
             Some(kind) if kind == "redb" => {}
             Some(kind) if kind == "memory" => return Ok(StoreConfig::Memory),
+            Some(kind) if kind == "postgres" => {
+                let url = non_empty("WAGGLE_STORE_URL").ok_or_else(|| {
+                    Error::Config(
+                        "WAGGLE_STORE=postgres needs WAGGLE_STORE_URL (a postgres:// URL or libpq key=value string)".into(),
+                    )
+                })?;
+                let url = url
+                    .into_string()
+                    .map_err(|_| Error::Config("WAGGLE_STORE_URL is not valid UTF-8".into()))?;
+                let schema = non_empty("WAGGLE_STORE_SCHEMA")
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
+                return Ok(StoreConfig::Postgres {
+                    url: ConnectionString::new(url),
+                    schema,
+                });
+            }
             Some(other) => {
                 return Err(Error::Config(format!(
-                    "WAGGLE_STORE={other:?} is not a store kind; use redb or memory"
+                    "WAGGLE_STORE={other:?} is not a store kind; use redb, memory or postgres"
                 )));
             }
         }
@@ -69,32 +149,80 @@ impl StoreConfig {
         Ok(StoreConfig::Redb { path })
     }
 
-    /// Parses a `--store` argument: `memory`, or a path to a redb file.
+    /// Parses a `--store` argument: `memory`, a `postgres://` (or
+    /// `postgresql://`) URL (schema [`DEFAULT_SCHEMA`]), or a path to a redb
+    /// file.
     pub fn from_arg(arg: &str) -> Self {
         if arg == "memory" {
             StoreConfig::Memory
+        } else if arg.starts_with("postgres://") || arg.starts_with("postgresql://") {
+            StoreConfig::Postgres {
+                url: ConnectionString::new(arg),
+                schema: DEFAULT_SCHEMA.to_owned(),
+            }
         } else {
             StoreConfig::Redb { path: arg.into() }
         }
     }
 
-    /// Opens the configured store for reading and writing.
-    pub fn open(&self) -> Result<Arc<dyn Repository>> {
-        Ok(match self {
-            StoreConfig::Redb { path } => Arc::new(RedbStore::open(path)?),
-            StoreConfig::Memory => Arc::new(MemoryStore::new()),
-        })
+    /// Opens the configured store for reading and writing. A redb file is
+    /// opened on Tokio's blocking pool (opening verifies its pages).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped, no store is returned; a redb open already
+    /// running finishes on the blocking pool and is closed again.
+    pub async fn open(&self) -> Result<Arc<dyn Repository>> {
+        match self {
+            StoreConfig::Redb { path } => {
+                let path = path.clone();
+                let store = tokio::task::spawn_blocking(move || RedbStore::open(path))
+                    .await
+                    .map_err(|e| Error::storage("opening the store", e))??;
+                Ok(Arc::new(store))
+            }
+            StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
+            StoreConfig::Postgres { url, schema } => connect_postgres(url, schema).await,
+        }
     }
 
     /// Opens the configured store for reading only, beside a process that
     /// may be writing it (see [`RedbStore::open_read_only`]). A memory
-    /// store is simply new and empty.
-    pub fn open_read_only(&self) -> Result<Arc<dyn Repository>> {
-        Ok(match self {
-            StoreConfig::Redb { path } => Arc::new(RedbStore::open_read_only(path)?),
-            StoreConfig::Memory => Arc::new(MemoryStore::new()),
-        })
+    /// store is simply new and empty; a PostgreSQL store is connected to
+    /// as by [`open`](Self::open) (the server shares it anyway).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, like [`open`](Self::open).
+    pub async fn open_read_only(&self) -> Result<Arc<dyn Repository>> {
+        match self {
+            StoreConfig::Redb { path } => {
+                let path = path.clone();
+                let store = tokio::task::spawn_blocking(move || RedbStore::open_read_only(path))
+                    .await
+                    .map_err(|e| Error::storage("opening the store", e))??;
+                Ok(Arc::new(store))
+            }
+            other => other.open().await,
+        }
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &ConnectionString, schema: &str) -> Result<Arc<dyn Repository>> {
+    use crate::store::postgres::{PgOptions, PgStore};
+    let options = PgOptions {
+        schema: schema.to_owned(),
+        ..PgOptions::default()
+    };
+    Ok(Arc::new(PgStore::connect(url.expose(), options).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(url: &ConnectionString, _schema: &str) -> Result<Arc<dyn Repository>> {
+    Err(Error::Config(format!(
+        "{url}: this build has no PostgreSQL support (the `postgres` feature)"
+    )))
 }
 
 /// `waggle/waggle.db` in the platform config directory.
@@ -145,7 +273,54 @@ mod tests {
             Some(redb("/d/waggle.db"))
         );
         let err = config(&[("WAGGLE_STORE", "postgres")]).unwrap_err();
-        assert!(err.to_string().contains("use redb or memory"), "{err}");
+        assert!(err.to_string().contains("needs WAGGLE_STORE_URL"), "{err}");
+        let err = config(&[("WAGGLE_STORE", "mysql")]).unwrap_err();
+        assert!(
+            err.to_string().contains("use redb, memory or postgres"),
+            "{err}"
+        );
+        let pg = config(&[
+            ("WAGGLE_STORE", "postgres"),
+            ("WAGGLE_STORE_URL", "postgres://u:hunter2@db/w"),
+        ]);
+        assert_eq!(
+            pg.ok(),
+            Some(StoreConfig::Postgres {
+                url: ConnectionString::new("postgres://u:hunter2@db/w"),
+                schema: DEFAULT_SCHEMA.to_owned()
+            })
+        );
+        assert!(matches!(
+            StoreConfig::from_arg("postgresql://db/w"),
+            StoreConfig::Postgres { .. }
+        ));
+    }
+
+    /// The password is never shown: not in `Debug`, not in `Display`.
+    #[test]
+    fn connection_strings_hide_the_password() {
+        for (raw, shown) in [
+            (
+                "postgres://u:hunter2@db:5432/w",
+                "postgres://u:***@db:5432/w",
+            ),
+            (
+                "host=db user=u password=hunter2 dbname=w",
+                "host=db user=u password=*** dbname=w",
+            ),
+            ("postgres://db/w", "postgres://db/w"),
+        ] {
+            let url = ConnectionString::new(raw);
+            let config = StoreConfig::Postgres {
+                url: url.clone(),
+                schema: "s".into(),
+            };
+            assert_eq!(url.to_string(), shown);
+            assert!(
+                !format!("{url:?} {config:?}").contains("hunter2"),
+                "{config:?}"
+            );
+        }
     }
 
     #[test]

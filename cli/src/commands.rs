@@ -30,7 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime,
             json,
         } => {
-            let all = config.open_read_only()?.find_all().await?;
+            let all = config.open_read_only().await?.find_all().await?;
             let rows: Vec<Environment> = all
                 .into_iter()
                 .filter(|e| status.is_none_or(|s| e.status() == s))
@@ -43,10 +43,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Show { id } => {
-            let env = config.open_read_only()?.find_by_id(&id).await?;
+            let env = config.open_read_only().await?.find_by_id(&id).await?;
             println!("{}", serde_json::to_string_pretty(&env)?);
         }
-        Command::Count => println!("{}", config.open_read_only()?.count().await?),
+        Command::Count => println!("{}", config.open_read_only().await?.count().await?),
         Command::Export { out } => export(&config, out.as_deref()).await?,
         Command::Import { file, dry_run } => import(&config, &file, dry_run).await?,
         Command::Check => return check(&config).await,
@@ -67,6 +67,9 @@ fn redb_path<'a>(config: &'a StoreConfig, what: &str) -> anyhow::Result<&'a Path
     match config {
         StoreConfig::Redb { path } => Ok(path),
         StoreConfig::Memory => bail!("{what} works on a redb store file, not on `memory`"),
+        StoreConfig::Postgres { url, .. } => bail!(
+            "{what} works on a redb store file; {url} is a PostgreSQL store: use the server's own tools (VACUUM, pg_amcheck)"
+        ),
     }
 }
 
@@ -139,7 +142,7 @@ pub fn print_table(rows: &[Environment], now: DateTime<Utc>) {
 }
 
 async fn export(config: &StoreConfig, out: Option<&Path>) -> anyhow::Result<()> {
-    let all = config.open_read_only()?.find_all().await?;
+    let all = config.open_read_only().await?.find_all().await?;
     let bar = progress(all.len(), "export");
     let buffer = record::encode_lines(all.iter().inspect(|_| bar.inc(1)))?;
     bar.finish_and_clear();
@@ -177,7 +180,7 @@ async fn import(config: &StoreConfig, file: &Path, dry_run: bool) -> anyhow::Res
         );
         return Ok(());
     }
-    let store = config.open()?;
+    let store = config.open().await?;
     let bar = progress(envs.len(), "import");
     // Many saves in flight at once so the redb writer group-commits them.
     let mut tasks = tokio::task::JoinSet::new();
@@ -211,7 +214,7 @@ async fn check(config: &StoreConfig) -> anyhow::Result<ExitCode> {
     match report.integrity {
         Some(true) => println!("integrity: ok"),
         Some(false) => println!(
-            "integrity: DAMAGED (redb repaired what it could; restore from a backup if records are missing)"
+            "integrity: DAMAGED (pages fail their checksums; the file was not modified: restore it from a backup with import, after saving what export still reads)"
         ),
         None => println!(
             "integrity: skipped (another process has the file open for writing; stop it for a full check)"

@@ -22,8 +22,10 @@ pub async fn run(config: Option<&StoreConfig>) -> anyhow::Result<()> {
             temp.path().join("waggle.db")
         }
         Some(StoreConfig::Redb { path }) => path.clone(),
-        Some(StoreConfig::Memory) => {
-            anyhow::bail!("the demo shows persistence: give it a redb path, or no --store")
+        Some(StoreConfig::Memory | StoreConfig::Postgres { .. }) => {
+            anyhow::bail!(
+                "the demo shows a redb file's persistence: give it a redb path, or no --store"
+            )
         }
     };
     println!("waggle-store demo: store file {}", path.display());

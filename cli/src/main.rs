@@ -30,7 +30,8 @@ const EXIT_DAMAGED: u8 = 3;
 #[derive(Debug, Parser)]
 #[command(name = "waggle-store", version, propagate_version = true)]
 struct Cli {
-    /// The store: a redb file path, or `memory`. Overrides the environment.
+    /// The store: a redb file path, `memory`, or a `postgres://` URL
+    /// (schema `waggle`). Overrides the environment.
     #[arg(
         long,
         global = true,

@@ -85,6 +85,31 @@ mod with_server {
         assert_eq!(rows, 21, "the refused schema was changed");
     }
 
+    /// `WAGGLE_STORE=postgres` with `WAGGLE_STORE_URL` and
+    /// `WAGGLE_STORE_SCHEMA` opens a PgStore there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_environment_picks_postgres() {
+        let schema = unique_schema("config");
+        let url = server_url().unwrap_or_default();
+        let vars = [
+            ("WAGGLE_STORE", "postgres".to_owned()),
+            ("WAGGLE_STORE_URL", url),
+            ("WAGGLE_STORE_SCHEMA", schema.clone()),
+        ];
+        let config = waggle_store::StoreConfig::from_lookup(|key| {
+            vars.iter().find(|(k, _)| *k == key).map(|(_, v)| v.into())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let store = config.open().await.unwrap_or_else(|e| panic!("{e}"));
+        let env = waggle_store::Environment::new("cfg", "by env", waggle_store::Runtime::Node);
+        store.save(&env).await.unwrap_or_else(|e| panic!("{e}"));
+        // The same schema, through another pool: it was that schema.
+        assert_eq!(
+            connect(&schema).await.find_by_id("cfg").await.ok(),
+            Some(env)
+        );
+    }
+
     /// A wrong password is a typed error that does not contain it; nor
     /// does a store's Debug output.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
