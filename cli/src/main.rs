@@ -88,7 +88,7 @@ enum Command {
     ///
     /// Example: waggle-store import backup.jsonl --dry-run
     Import {
-        /// The file to read.
+        /// The file to read; `-` reads standard input.
         file: PathBuf,
         /// Validate only; write nothing.
         #[arg(long)]

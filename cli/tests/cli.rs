@@ -145,6 +145,35 @@ fn export_import_round_trip() {
     assert_eq!(back, envs, "export then import keeps every field");
     let again = cli(&dst, &["export"]);
     assert_eq!(stdout(&again), text, "and exports identically");
+
+    // `import -` reads standard input: export piped into import.
+    let piped = dir.path().join("piped.db");
+    let mut import = Command::new(env!("CARGO_BIN_EXE_waggle-store"))
+        .arg("--store")
+        .arg(&piped)
+        .args(["import", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut input) = import.stdin.take() {
+        use std::io::Write;
+        input
+            .write_all(stdout(&to_stdout).as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let done = import.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert!(
+        stdout(&done).contains("imported 3 records from -"),
+        "{}",
+        stdout(&done)
+    );
+    assert_eq!(
+        stdout(&cli(&piped, &["export"])),
+        text,
+        "a pipe moves every record"
+    );
 }
 
 #[test]

@@ -110,6 +110,35 @@ mod with_server {
         );
     }
 
+    /// `check` decodes every record and names the ones that do not; the
+    /// count agrees with the rows read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn check_names_corrupt_records() {
+        let schema = unique_schema("check");
+        let store = connect(&schema).await;
+        for id in ["a", "b", "c"] {
+            let env = waggle_store::Environment::new(id, "ok", waggle_store::Runtime::Shell);
+            store.save(&env).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let report = store.check().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.is_ok() && report.records_ok == 3, "{report:?}");
+        raw()
+            .await
+            .execute(
+                &format!("UPDATE \"{schema}\".environments SET record = 'garbage' WHERE id = 'b'"),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let report = store.check().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.integrity, Some(true), "the count still agrees");
+        assert_eq!(report.records_ok, 2);
+        assert!(
+            matches!(report.corrupt.as_slice(), [(id, _)] if id == "b"),
+            "{report:?}"
+        );
+    }
+
     /// A wrong password is a typed error that does not contain it; nor
     /// does a store's Debug output.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,6 +39,7 @@ use crate::domain::{Environment, validate_id};
 use crate::error::{Error, Result};
 use crate::record::{self, RecordError};
 use crate::repository::Repository;
+use crate::store::redb::CheckReport;
 
 /// The migrations, in order: version `n` is the `n`-th.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_environments.sql")];
@@ -288,6 +289,44 @@ async fn run_write(pool: &Pool, sql: &Sql, statement: Write) -> Result<u64> {
             .execute(sql.delete.as_str(), &[&id])
             .await
             .map_err(pg_error("deleting")),
+    }
+}
+
+impl PgStore {
+    /// Checks the store: every record decodes (and holds its own id), and
+    /// `count` agrees with the rows read; `integrity` says whether they
+    /// agree. The server checks its own pages (`pg_amcheck`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: reads only.
+    pub async fn check(&self) -> Result<CheckReport> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(self.sql.all.as_str(), &[])
+            .await
+            .map_err(pg_error("reading"))?;
+        let counted: i64 = client
+            .query_one(self.sql.count.as_str(), &[])
+            .await
+            .map_err(pg_error("counting"))?
+            .get(0);
+        let mut report = tokio::task::spawn_blocking(move || {
+            let mut report = CheckReport::default();
+            for row in &rows {
+                let id: &str = row.get(0);
+                match decode(id, row.get(1)) {
+                    Ok(_) => report.records_ok += 1,
+                    Err(e) => report.corrupt.push((id.to_owned(), e.to_string())),
+                }
+            }
+            report
+        })
+        .await
+        .map_err(|e| Error::storage("checking", e))?;
+        let read = report.records_ok + report.corrupt.len();
+        report.integrity = Some(i64::try_from(read).is_ok_and(|read| read == counted));
+        Ok(report)
     }
 }
 
