@@ -145,8 +145,23 @@ fn pg_error(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Erro
     }
 }
 
+/// `sql` prepared on this connection once, then reused from its cache.
+async fn prepared(
+    client: &deadpool_postgres::Client,
+    sql: &str,
+) -> Result<tokio_postgres::Statement> {
+    client
+        .prepare_cached(sql)
+        .await
+        .map_err(pg_error("preparing a statement"))
+}
+
 fn pool_error(e: deadpool_postgres::PoolError) -> Error {
-    Error::storage("getting a PostgreSQL connection", e)
+    match e {
+        // The server's own words, not deadpool's "db error".
+        deadpool_postgres::PoolError::Backend(e) => pg_error("connecting to PostgreSQL")(e),
+        other => Error::storage("getting a PostgreSQL connection", other),
+    }
 }
 
 impl PgStore {
@@ -281,14 +296,20 @@ impl Drop for Running {
 async fn run_write(pool: &Pool, sql: &Sql, statement: Write) -> Result<u64> {
     let client = pool.get().await.map_err(pool_error)?;
     match statement {
-        Write::Upsert { id, record } => client
-            .execute(sql.upsert.as_str(), &[&id, &record])
-            .await
-            .map_err(pg_error("saving")),
-        Write::Delete { id } => client
-            .execute(sql.delete.as_str(), &[&id])
-            .await
-            .map_err(pg_error("deleting")),
+        Write::Upsert { id, record } => {
+            let statement = prepared(&client, &sql.upsert).await?;
+            client
+                .execute(&statement, &[&id, &record])
+                .await
+                .map_err(pg_error("saving"))
+        }
+        Write::Delete { id } => {
+            let statement = prepared(&client, &sql.delete).await?;
+            client
+                .execute(&statement, &[&id])
+                .await
+                .map_err(pg_error("deleting"))
+        }
     }
 }
 
@@ -464,8 +485,9 @@ impl Repository for PgStore {
             return Err(Error::not_found(id));
         }
         let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = prepared(&client, &self.sql.select).await?;
         let row = client
-            .query_opt(self.sql.select.as_str(), &[&id])
+            .query_opt(&statement, &[&id])
             .await
             .map_err(pg_error("reading"))?;
         match row {
@@ -480,8 +502,9 @@ impl Repository for PgStore {
     /// changes nothing.
     async fn find_all(&self) -> Result<Vec<Environment>> {
         let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = prepared(&client, &self.sql.all).await?;
         let rows = client
-            .query(self.sql.all.as_str(), &[])
+            .query(&statement, &[])
             .await
             .map_err(pg_error("reading"))?;
         // Decoding thousands of records would hold the executor thread.
@@ -513,8 +536,9 @@ impl Repository for PgStore {
     /// Cancel safe: one read statement; a dropped call changes nothing.
     async fn count(&self) -> Result<usize> {
         let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = prepared(&client, &self.sql.count).await?;
         let n: i64 = client
-            .query_one(self.sql.count.as_str(), &[])
+            .query_one(&statement, &[])
             .await
             .map_err(pg_error("counting"))?
             .get(0);

@@ -1,0 +1,204 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! PgStore against the floor under it: a bare `tokio-postgres` prepared
+//! upsert on the same server, measured side by side (each sample one bare
+//! upsert, then one save), then throughput at 1 and 64 writers, and
+//! find_by_id and count at 100,000 records. Prints Markdown; needs
+//! `WAGGLE_TEST_POSTGRES_URL` (`eval "$(scripts/test-postgres start)"`).
+//!
+//! `cargo bench -p waggle-store-postgres-tests` runs it in full;
+//! `cargo test --benches` a quick smoke pass.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use waggle_store::store::postgres::{PgOptions, PgStore};
+use waggle_store::{Environment, Repository, Runtime, record};
+use waggle_store_postgres_tests::{server_url, unique_schema};
+
+fn env(i: usize) -> Environment {
+    let mut e = Environment::new(
+        format!("env-{i:08}"),
+        format!("environment number {i}"),
+        Runtime::Python,
+    );
+    e.ssh_port = (2000 + i % 60_000) as u16;
+    e.capabilities.path = "/usr/local/bin:/usr/bin:/bin".into();
+    e.capabilities.python_cmd = Some("python3".into());
+    e
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn us(secs: f64) -> String {
+    format!("{:.1} µs", secs * 1e6)
+}
+
+async fn store(url: &str, tag: &str) -> Arc<PgStore> {
+    let options = PgOptions {
+        schema: unique_schema(tag),
+        pool_size: 64,
+        ..PgOptions::default()
+    };
+    Arc::new(
+        PgStore::connect(url, options)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// Saves per second with `writers` tasks, each on its own ids, for `window`.
+async fn throughput(store: &Arc<PgStore>, writers: usize, window: Duration) -> f64 {
+    let deadline = Instant::now() + window;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let store = Arc::clone(store);
+        tasks.spawn(async move {
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                store
+                    .save(&env(w * 50 + n % 50))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+            n
+        });
+    }
+    let mut total = 0;
+    while let Some(n) = tasks.join_next().await {
+        total += n.unwrap_or(0);
+    }
+    total as f64 / window.as_secs_f64()
+}
+
+async fn fill(store: &Arc<PgStore>, n: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in 0..64 {
+        let store = Arc::clone(store);
+        tasks.spawn(async move {
+            for i in (chunk..n).step_by(64) {
+                store.save(&env(i)).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+fn main() {
+    let Some(url) = server_url() else {
+        println!("no WAGGLE_TEST_POSTGRES_URL: start a server with scripts/test-postgres");
+        return;
+    };
+    let full = std::env::args().any(|a| a == "--bench");
+    let (samples, window, big) = if full {
+        (400, Duration::from_secs(3), 100_000)
+    } else {
+        (20, Duration::from_millis(200), 500)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        println!(
+            "# PgStore benchmark ({}), cores: {}",
+            if full { "full" } else { "smoke" },
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!();
+        // The floor: a bare prepared upsert on its own connection and table.
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(connection);
+        let bare_schema = unique_schema("bare");
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA \"{bare_schema}\"; CREATE TABLE \"{bare_schema}\".t \
+                 (id text COLLATE \"C\" PRIMARY KEY, record text NOT NULL)"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let upsert = client
+            .prepare(&format!(
+                "INSERT INTO \"{bare_schema}\".t (id, record) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pg = store(&url, "bench").await;
+        fill(&pg, 1_000).await;
+        let (mut bare, mut ours) = (Vec::new(), Vec::new());
+        for k in 0..samples {
+            let e = env(k % 1_000);
+            let text =
+                String::from_utf8(record::encode(&e).unwrap_or_default()).unwrap_or_default();
+            let t = Instant::now();
+            client
+                .execute(&upsert, &[&e.id, &text])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            bare.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            pg.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
+            ours.push(t.elapsed().as_secs_f64());
+        }
+        let (bare, ours) = (median(bare), median(ours));
+        println!("## Save vs a bare prepared upsert, side by side ({samples} samples each)");
+        println!("| bare upsert p50 | PgStore save p50 | save / bare |\n|---:|---:|---:|");
+        println!("| {} | {} | {:.2}× |", us(bare), us(ours), ours / bare);
+        println!();
+
+        let one = throughput(&pg, 1, window).await;
+        let many = throughput(&pg, 64, window).await;
+        println!("## Save throughput ({window:?} each)");
+        println!("| writers | saves/s | vs 1 writer |\n|---:|---:|---:|");
+        println!("| 1 | {one:.0} | 1.0× |");
+        println!("| 64 | {many:.0} | {:.1}× |", many / one);
+        println!();
+
+        // One pool at a time: the server takes 100 connections.
+        drop(pg);
+        let at = store(&url, "big").await;
+        let started = Instant::now();
+        fill(&at, big).await;
+        let filled = started.elapsed();
+        let mut finds = Vec::new();
+        for k in 0..samples {
+            let id = env((k * 7919) % big).id;
+            let t = Instant::now();
+            at.find_by_id(&id).await.unwrap_or_else(|e| panic!("{e}"));
+            finds.push(t.elapsed().as_secs_f64());
+        }
+        let mut counts = Vec::new();
+        for _ in 0..(samples / 10).max(5) {
+            let t = Instant::now();
+            let n = at.count().await.unwrap_or_else(|e| panic!("{e}"));
+            counts.push(t.elapsed().as_secs_f64());
+            assert_eq!(n, big);
+        }
+        println!("## At {big} records (filled by 64 writers in {filled:.1?})");
+        println!("| operation | p50 |\n|---|---:|");
+        println!("| find_by_id | {} |", us(median(finds)));
+        println!("| count (exact, `count(*)`) | {} |", us(median(counts)));
+        println!();
+        println!("## Targets");
+        for (what, holds) in [
+            (
+                format!("save p50 ≤ 1.2 × the bare upsert: {:.2}×", ours / bare),
+                ours <= 1.2 * bare,
+            ),
+            (
+                format!("64 writers ≥ 10 × one writer: {:.1}×", many / one),
+                many >= 10.0 * one,
+            ),
+        ] {
+            println!("- [{}] {what}", if holds { "x" } else { " " });
+        }
+    });
+}
