@@ -15,10 +15,10 @@
 //!   once take turns); a schema newer than this build is refused and left
 //!   as it is.
 //! * **Each call is one statement** in autocommit: atomic on the server.
-//!   A write runs on a task of its own holding a pooled connection, so a
-//!   caller that drops the future never leaves a statement half-done on a
-//!   connection back in the pool. A write whose caller has gone is
-//!   remembered until it ends, and every later write of this store waits
+//!   A write whose caller drops it once it may have been sent keeps its
+//!   connection out of the pool until the server has answered it (an empty
+//!   query queued behind it), so no connection goes back mid-statement; it
+//!   is remembered until then, and every later write of this store waits
 //!   for it first: a dropped write never lands after a later one.
 //! * **Pool.** `deadpool-postgres` over `tokio-postgres`: a pool of
 //!   [`PgOptions::pool_size`] connections, each with a connect timeout and a
@@ -32,7 +32,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
 use crate::domain::{Environment, validate_id};
@@ -211,6 +210,9 @@ impl PgStore {
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .runtime(Runtime::Tokio1)
+            // The connection used last is taken first: a lone writer keeps
+            // one warm server process instead of cycling through them all.
+            .queue_mode(deadpool_postgres::QueueMode::Lifo)
             .timeouts(Timeouts {
                 wait,
                 create: wait,
@@ -250,66 +252,65 @@ impl PgStore {
             .retain(|done| !*done.borrow());
     }
 
-    /// Runs one write statement on a task of its own: see the module docs.
+    /// Runs one write statement on a pooled connection: see the module docs.
     async fn write(&self, statement: Write) -> Result<u64> {
         // Waiting here changes nothing: dropped now, nothing was sent.
         self.settle_orphans().await;
-        let (pool, sql) = (self.pool.clone(), Arc::clone(&self.sql));
-        let (ended, done) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let result = run_write(&pool, &sql, statement).await;
-            let _ = ended.send(true);
-            result
-        });
-        let mut running = Running {
-            task: Some(task),
-            done,
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let (sql, params): (&str, (String, Option<String>)) = match statement {
+            Write::Upsert { id, record } => (&self.sql.upsert, (id, Some(record))),
+            Write::Delete { id } => (&self.sql.delete, (id, None)),
+        };
+        let prepared = prepared(&client, sql).await?;
+        // From here the statement may be on its way: a drop hands the
+        // connection to a task that waits for it (see `InFlight`).
+        let mut flight = InFlight {
+            client: Some(client),
             orphans: Arc::clone(&self.orphans),
         };
-        let result = match running.task.as_mut() {
-            Some(task) => task.await,
-            None => return Err(Error::storage("running a write", "no task")),
+        let client = flight.client.as_ref().ok_or(Error::Closed)?;
+        let result = match &params {
+            (id, Some(record)) => client.execute(&prepared, &[id, record]).await,
+            (id, None) => client.execute(&prepared, &[id]).await,
         };
-        running.task = None;
-        result.map_err(|e| Error::storage("running a write", e))?
+        // Answered: the connection goes back to the pool as it is.
+        flight.client = None;
+        result.map_err(pg_error(if params.1.is_some() {
+            "saving"
+        } else {
+            "deleting"
+        }))
     }
 }
 
-/// A write task, remembered as an orphan if its caller goes away first.
-struct Running {
-    task: Option<JoinHandle<Result<u64>>>,
-    done: watch::Receiver<bool>,
+/// A write statement that may have been sent on `client`. Dropped before
+/// its answer (the caller went away), it keeps the connection out of the
+/// pool on a task that sends an empty query behind it — answers come in
+/// order, so when that one is answered the write has ended — and is
+/// remembered as an orphan until then, so later writes wait for it.
+struct InFlight {
+    client: Option<deadpool_postgres::Object>,
     orphans: Arc<std::sync::Mutex<Vec<watch::Receiver<bool>>>>,
 }
 
-impl Drop for Running {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.task.is_some() && !*self.done.borrow() {
-            self.orphans
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(self.done.clone());
-        }
-    }
-}
-
-async fn run_write(pool: &Pool, sql: &Sql, statement: Write) -> Result<u64> {
-    let client = pool.get().await.map_err(pool_error)?;
-    match statement {
-        Write::Upsert { id, record } => {
-            let statement = prepared(&client, &sql.upsert).await?;
-            client
-                .execute(&statement, &[&id, &record])
-                .await
-                .map_err(pg_error("saving"))
-        }
-        Write::Delete { id } => {
-            let statement = prepared(&client, &sql.delete).await?;
-            client
-                .execute(&statement, &[&id])
-                .await
-                .map_err(pg_error("deleting"))
-        }
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to wait on: the connection is dropped unused.
+            return;
+        };
+        let (ended, done) = watch::channel(false);
+        self.orphans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(done);
+        runtime.spawn(async move {
+            let _ = client.simple_query("").await;
+            let _ = ended.send(true);
+        });
     }
 }
 
@@ -459,10 +460,9 @@ fn decode(id: &str, text: &str) -> Result<Environment> {
 impl Repository for PgStore {
     /// # Cancel safety
     ///
-    /// Cancel safe: dropped while it waits for earlier dropped writes,
-    /// nothing is sent; after, the statement runs to its end on a task of
-    /// its own (one statement: all of it or none), before any later write
-    /// by this store begins.
+    /// Cancel safe: dropped while it waits for earlier dropped writes or
+    /// for a connection, nothing is sent; after, the statement (all of it or
+    /// none) ends before any later write by this store begins.
     async fn save(&self, env: &Environment) -> Result<()> {
         env.validate()?;
         let bytes = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
