@@ -36,7 +36,7 @@ use tokio_postgres::NoTls;
 
 use crate::domain::{Environment, validate_id};
 use crate::error::{Error, Result};
-use crate::record::{self, RecordError};
+use crate::record;
 use crate::repository::Repository;
 use crate::store::redb::CheckReport;
 
@@ -436,24 +436,7 @@ async fn migrate(pool: &Pool, schema: &str) -> Result<()> {
 }
 
 fn decode(id: &str, text: &str) -> Result<Environment> {
-    let env = record::decode(text.as_bytes()).map_err(|e| match e {
-        RecordError::UnsupportedSchema { found, supported } => Error::UnsupportedSchema {
-            id: id.to_owned(),
-            found,
-            supported,
-        },
-        other => Error::Corrupt {
-            id: id.to_owned(),
-            reason: other.to_string(),
-        },
-    })?;
-    if env.id != id {
-        return Err(Error::Corrupt {
-            id: id.to_owned(),
-            reason: format!("the record holds id {:?}", env.id),
-        });
-    }
-    Ok(env)
+    super::decode_stored(id, text.as_bytes())
 }
 
 #[async_trait]

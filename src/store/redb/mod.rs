@@ -95,7 +95,7 @@ use self::writer::{
 };
 use crate::domain::Environment;
 use crate::error::{Error, Result};
-use crate::record::{self, RecordError};
+use crate::record;
 use crate::repository::Repository;
 
 pub use self::file::{FORMAT_NAME, FORMAT_VERSION};
@@ -710,24 +710,7 @@ fn decode(id: &str, value: &[u8]) -> Result<Environment> {
         id: id.to_owned(),
         reason,
     })?;
-    let env = record::decode(bytes).map_err(|e| match e {
-        RecordError::UnsupportedSchema { found, supported } => Error::UnsupportedSchema {
-            id: id.to_owned(),
-            found,
-            supported,
-        },
-        other => Error::Corrupt {
-            id: id.to_owned(),
-            reason: other.to_string(),
-        },
-    })?;
-    if env.id != id {
-        return Err(Error::Corrupt {
-            id: id.to_owned(),
-            reason: format!("the record holds id {:?}", env.id),
-        });
-    }
-    Ok(env)
+    super::decode_stored(id, bytes)
 }
 
 /// Opens the journal beside a redb file just opened for writing, replays
