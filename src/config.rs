@@ -10,6 +10,9 @@
 //! | `WAGGLE_DATA_DIR` | a directory; the file is `$WAGGLE_DATA_DIR/waggle.db` when `WAGGLE_STORE_PATH` is unset |
 //! | `WAGGLE_STORE_URL` | with `postgres`: a `postgres://` URL or libpq `key=value` string (`PGPASSWORD` is used when it has no password) |
 //! | `WAGGLE_STORE_SCHEMA` | with `postgres`: the schema (default `waggle`) |
+//! | `WAGGLE_STORE_POOL_SIZE` | with `postgres`: connections in the pool (default 16) |
+//! | `WAGGLE_STORE_CONNECT_TIMEOUT_MS` | with `postgres`: the longest wait for a connection (default 5000) |
+//! | `WAGGLE_STORE_STATEMENT_TIMEOUT_MS` | with `postgres`: the server cancels a longer statement (default 10000) |
 //!
 //! With neither path variable set, the file is `waggle/waggle.db` in the
 //! platform's config directory (`$XDG_CONFIG_HOME` or `~/.config` on Linux).
@@ -42,7 +45,30 @@ pub enum StoreConfig {
         url: ConnectionString,
         /// The schema the store's tables live in.
         schema: String,
+        /// The pool's size and timeouts.
+        pool: PoolSettings,
     },
+}
+
+/// A PostgreSQL store's pool: how many connections and how long to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Connections in the pool.
+    pub size: usize,
+    /// The longest wait for a connection: connecting, or a free one.
+    pub connect_timeout: std::time::Duration,
+    /// The server cancels a statement running longer.
+    pub statement_timeout: std::time::Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            size: 16,
+            connect_timeout: std::time::Duration::from_secs(5),
+            statement_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// A PostgreSQL connection string whose password `Debug` and `Display`
@@ -128,9 +154,36 @@ impl StoreConfig {
                 let schema = non_empty("WAGGLE_STORE_SCHEMA")
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
+                let number = |key: &str, default: u64| -> Result<u64> {
+                    match non_empty(key) {
+                        None => Ok(default),
+                        Some(v) => v
+                            .to_str()
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .filter(|&n| n > 0)
+                            .ok_or_else(|| {
+                                Error::Config(format!("{key}={v:?} is not a positive whole number"))
+                            }),
+                    }
+                };
+                let defaults = PoolSettings::default();
+                let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                let pool = PoolSettings {
+                    size: usize::try_from(number("WAGGLE_STORE_POOL_SIZE", defaults.size as u64)?)
+                        .unwrap_or(usize::MAX),
+                    connect_timeout: std::time::Duration::from_millis(number(
+                        "WAGGLE_STORE_CONNECT_TIMEOUT_MS",
+                        ms(defaults.connect_timeout),
+                    )?),
+                    statement_timeout: std::time::Duration::from_millis(number(
+                        "WAGGLE_STORE_STATEMENT_TIMEOUT_MS",
+                        ms(defaults.statement_timeout),
+                    )?),
+                };
                 return Ok(StoreConfig::Postgres {
                     url: ConnectionString::new(url),
                     schema,
+                    pool,
                 });
             }
             Some(other) => {
@@ -159,6 +212,7 @@ impl StoreConfig {
             StoreConfig::Postgres {
                 url: ConnectionString::new(arg),
                 schema: DEFAULT_SCHEMA.to_owned(),
+                pool: PoolSettings::default(),
             }
         } else {
             StoreConfig::Redb { path: arg.into() }
@@ -182,7 +236,9 @@ impl StoreConfig {
                 Ok(Arc::new(store))
             }
             StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
-            StoreConfig::Postgres { url, schema } => connect_postgres(url, schema).await,
+            StoreConfig::Postgres { url, schema, pool } => {
+                connect_postgres(url, schema, *pool).await
+            }
         }
     }
 
@@ -209,17 +265,27 @@ impl StoreConfig {
 }
 
 #[cfg(feature = "postgres")]
-async fn connect_postgres(url: &ConnectionString, schema: &str) -> Result<Arc<dyn Repository>> {
+async fn connect_postgres(
+    url: &ConnectionString,
+    schema: &str,
+    pool: PoolSettings,
+) -> Result<Arc<dyn Repository>> {
     use crate::store::postgres::{PgOptions, PgStore};
     let options = PgOptions {
         schema: schema.to_owned(),
-        ..PgOptions::default()
+        pool_size: pool.size,
+        connect_timeout: pool.connect_timeout,
+        statement_timeout: pool.statement_timeout,
     };
     Ok(Arc::new(PgStore::connect(url.expose(), options).await?))
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn connect_postgres(url: &ConnectionString, _schema: &str) -> Result<Arc<dyn Repository>> {
+async fn connect_postgres(
+    url: &ConnectionString,
+    _schema: &str,
+    _pool: PoolSettings,
+) -> Result<Arc<dyn Repository>> {
     Err(Error::Config(format!(
         "{url}: this build has no PostgreSQL support (the `postgres` feature)"
     )))
@@ -287,9 +353,29 @@ mod tests {
             pg.ok(),
             Some(StoreConfig::Postgres {
                 url: ConnectionString::new("postgres://u:hunter2@db/w"),
-                schema: DEFAULT_SCHEMA.to_owned()
+                schema: DEFAULT_SCHEMA.to_owned(),
+                pool: PoolSettings::default(),
             })
         );
+        let tuned = config(&[
+            ("WAGGLE_STORE", "postgres"),
+            ("WAGGLE_STORE_URL", "postgres://db/w"),
+            ("WAGGLE_STORE_POOL_SIZE", "4"),
+            ("WAGGLE_STORE_CONNECT_TIMEOUT_MS", "250"),
+        ]);
+        assert!(
+            matches!(&tuned, Ok(StoreConfig::Postgres { pool, .. })
+                if pool.size == 4 && pool.connect_timeout.as_millis() == 250
+                    && pool.statement_timeout == PoolSettings::default().statement_timeout),
+            "{tuned:?}"
+        );
+        let err = config(&[
+            ("WAGGLE_STORE", "postgres"),
+            ("WAGGLE_STORE_URL", "postgres://db/w"),
+            ("WAGGLE_STORE_POOL_SIZE", "0"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("WAGGLE_STORE_POOL_SIZE"), "{err}");
         assert!(matches!(
             StoreConfig::from_arg("postgresql://db/w"),
             StoreConfig::Postgres { .. }
@@ -314,6 +400,7 @@ mod tests {
             let config = StoreConfig::Postgres {
                 url: url.clone(),
                 schema: "s".into(),
+                pool: PoolSettings::default(),
             };
             assert_eq!(url.to_string(), shown);
             assert!(

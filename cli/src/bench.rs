@@ -200,7 +200,7 @@ pub async fn run(config: Option<&StoreConfig>, args: BenchArgs) -> anyhow::Resul
     let temp;
     let (store, redb, label): (Arc<dyn Repository>, Option<Arc<RedbStore>>, String) = match config {
         Some(StoreConfig::Memory) => (Arc::new(MemoryStore::new()), None, "memory".into()),
-        Some(pg @ StoreConfig::Postgres { url, schema }) => (
+        Some(pg @ StoreConfig::Postgres { url, schema, .. }) => (
             pg.open().await?,
             None,
             format!("postgres {url} (schema {schema})"),

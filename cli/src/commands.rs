@@ -210,8 +210,8 @@ async fn import(config: &StoreConfig, file: &Path, dry_run: bool) -> anyhow::Res
 
 async fn check(config: &StoreConfig) -> anyhow::Result<ExitCode> {
     #[cfg(feature = "postgres")]
-    if let StoreConfig::Postgres { url, schema } = config {
-        return check_postgres(url, schema).await;
+    if let StoreConfig::Postgres { url, schema, pool } = config {
+        return check_postgres(url, schema, *pool).await;
     }
     let path = redb_path(config, "check")?.to_owned();
     let bar = progress(1, "check");
@@ -228,11 +228,14 @@ async fn check(config: &StoreConfig) -> anyhow::Result<ExitCode> {
 async fn check_postgres(
     url: &waggle_store::config::ConnectionString,
     schema: &str,
+    pool: waggle_store::config::PoolSettings,
 ) -> anyhow::Result<ExitCode> {
     use waggle_store::store::postgres::{PgOptions, PgStore};
     let options = PgOptions {
         schema: schema.to_owned(),
-        ..PgOptions::default()
+        pool_size: pool.size,
+        connect_timeout: pool.connect_timeout,
+        statement_timeout: pool.statement_timeout,
     };
     let store = PgStore::connect(url.expose(), options).await?;
     let report = store.check().await?;
