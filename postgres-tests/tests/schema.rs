@@ -139,6 +139,54 @@ mod with_server {
         );
     }
 
+    /// Once the schema exists, a role with only `USAGE` on it and the four
+    /// table privileges (no `CREATE` anywhere) opens it and works: opening
+    /// an up-to-date schema creates nothing. The same role cannot create a
+    /// new one, and says so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_least_privilege_role_uses_an_existing_schema() {
+        let schema = unique_schema("priv");
+        drop(connect(&schema).await);
+        let role = format!("r_{}", schema.to_lowercase());
+        let password = "least-privilege-pw";
+        raw()
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'; \
+                 REVOKE CREATE ON DATABASE postgres FROM PUBLIC; \
+                 REVOKE CREATE ON SCHEMA public FROM PUBLIC; \
+                 GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\"; \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON \"{schema}\".environments TO \"{role}\"; \
+                 GRANT SELECT ON \"{schema}\".waggle_schema TO \"{role}\""
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = server_url().unwrap_or_default();
+        let host = url.split_once('@').map(|(_, h)| h).unwrap_or_default();
+        let as_role = format!("postgres://{role}:{password}@{host}");
+        let open = |schema: String| {
+            let as_role = as_role.clone();
+            async move {
+                let options = PgOptions {
+                    schema,
+                    ..PgOptions::default()
+                };
+                PgStore::connect(&as_role, options).await
+            }
+        };
+        let store = open(schema.clone())
+            .await
+            .unwrap_or_else(|e| panic!("the least-privilege role: {e}"));
+        let env = waggle_store::Environment::new("p", "least", waggle_store::Runtime::Shell);
+        store.save(&env).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.find_all().await.ok(), Some(vec![env]));
+        store.delete("p").await.unwrap_or_else(|e| panic!("{e}"));
+        let err = open(unique_schema("priv_new"))
+            .await
+            .expect_err("a role without CREATE made a schema");
+        assert!(err.to_string().contains("permission denied"), "{err}");
+    }
+
     /// A wrong password is a typed error that does not contain it; nor
     /// does a store's Debug output.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
