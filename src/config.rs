@@ -228,13 +228,7 @@ impl StoreConfig {
     /// running finishes on the blocking pool and is closed again.
     pub async fn open(&self) -> Result<Arc<dyn Repository>> {
         match self {
-            StoreConfig::Redb { path } => {
-                let path = path.clone();
-                let store = tokio::task::spawn_blocking(move || RedbStore::open(path))
-                    .await
-                    .map_err(|e| Error::storage("opening the store", e))??;
-                Ok(Arc::new(store))
-            }
+            StoreConfig::Redb { path } => open_blocking(path, RedbStore::open).await,
             StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
             StoreConfig::Postgres { url, schema, pool } => {
                 connect_postgres(url, schema, *pool).await
@@ -252,16 +246,22 @@ impl StoreConfig {
     /// Cancel safe, like [`open`](Self::open).
     pub async fn open_read_only(&self) -> Result<Arc<dyn Repository>> {
         match self {
-            StoreConfig::Redb { path } => {
-                let path = path.clone();
-                let store = tokio::task::spawn_blocking(move || RedbStore::open_read_only(path))
-                    .await
-                    .map_err(|e| Error::storage("opening the store", e))??;
-                Ok(Arc::new(store))
-            }
+            StoreConfig::Redb { path } => open_blocking(path, RedbStore::open_read_only).await,
             other => other.open().await,
         }
     }
+}
+
+/// Runs a redb `open` of `path` on Tokio's blocking pool.
+async fn open_blocking(
+    path: &Path,
+    open: fn(PathBuf) -> Result<RedbStore>,
+) -> Result<Arc<dyn Repository>> {
+    let path = path.to_owned();
+    let store = tokio::task::spawn_blocking(move || open(path))
+        .await
+        .map_err(|e| Error::storage("opening the store", e))??;
+    Ok(Arc::new(store))
 }
 
 #[cfg(feature = "postgres")]

@@ -33,6 +33,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
 
 use crate::domain::{Environment, validate_id};
 use crate::error::{Error, Result};
@@ -114,7 +115,7 @@ fn quote(name: &str) -> String {
 /// A [`Repository`] in a PostgreSQL database: see the [module docs](self).
 pub struct PgStore {
     pool: Pool,
-    sql: Arc<Sql>,
+    sql: Sql,
     schema: String,
     /// Where it connects, without the password.
     target: String,
@@ -223,7 +224,7 @@ impl PgStore {
         migrate(&pool, &options.schema).await?;
         Ok(Self {
             pool,
-            sql: Arc::new(Sql::new(&options.schema)),
+            sql: Sql::new(&options.schema),
             schema: options.schema,
             target,
             orphans: Arc::default(),
@@ -235,13 +236,16 @@ impl PgStore {
         &self.schema
     }
 
-    /// Waits until every write whose caller went away has ended.
+    /// Waits until every write whose caller went away has ended (usually
+    /// none: one lock, no copy).
     async fn settle_orphans(&self) {
-        let pending: Vec<watch::Receiver<bool>> = self
-            .orphans
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let pending: Vec<watch::Receiver<bool>> = {
+            let orphans = self.orphans.lock().unwrap_or_else(PoisonError::into_inner);
+            if orphans.is_empty() {
+                return;
+            }
+            orphans.clone()
+        };
         for mut done in pending {
             // An error means the task is gone: ended, too.
             let _ = done.wait_for(|ended| *ended).await;
@@ -252,15 +256,17 @@ impl PgStore {
             .retain(|done| !*done.borrow());
     }
 
-    /// Runs one write statement on a pooled connection: see the module docs.
-    async fn write(&self, statement: Write) -> Result<u64> {
+    /// Runs one write statement on a pooled connection (see the module
+    /// docs) and returns the rows it changed.
+    async fn write(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        context: &'static str,
+    ) -> Result<u64> {
         // Waiting here changes nothing: dropped now, nothing was sent.
         self.settle_orphans().await;
         let client = self.pool.get().await.map_err(pool_error)?;
-        let (sql, params): (&str, (String, Option<String>)) = match statement {
-            Write::Upsert { id, record } => (&self.sql.upsert, (id, Some(record))),
-            Write::Delete { id } => (&self.sql.delete, (id, None)),
-        };
         let prepared = prepared(&client, sql).await?;
         // From here the statement may be on its way: a drop hands the
         // connection to a task that waits for it (see `InFlight`).
@@ -269,17 +275,10 @@ impl PgStore {
             orphans: Arc::clone(&self.orphans),
         };
         let client = flight.client.as_ref().ok_or(Error::Closed)?;
-        let result = match &params {
-            (id, Some(record)) => client.execute(&prepared, &[id, record]).await,
-            (id, None) => client.execute(&prepared, &[id]).await,
-        };
+        let result = client.execute(&prepared, params).await;
         // Answered: the connection goes back to the pool as it is.
         flight.client = None;
-        result.map_err(pg_error(if params.1.is_some() {
-            "saving"
-        } else {
-            "deleting"
-        }))
+        result.map_err(pg_error(context))
     }
 }
 
@@ -323,16 +322,26 @@ impl PgStore {
     ///
     /// Cancel safe: reads only.
     pub async fn check(&self) -> Result<CheckReport> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let rows = client
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        // One snapshot for both reads, so a writer between them is no
+        // disagreement.
+        let txn = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error("starting the check"))?;
+        let rows = txn
             .query(self.sql.all.as_str(), &[])
             .await
             .map_err(pg_error("reading"))?;
-        let counted: i64 = client
+        let counted: i64 = txn
             .query_one(self.sql.count.as_str(), &[])
             .await
             .map_err(pg_error("counting"))?
             .get(0);
+        txn.commit().await.map_err(pg_error("ending the check"))?;
         let mut report = tokio::task::spawn_blocking(move || {
             let mut report = CheckReport::default();
             for row in &rows {
@@ -350,11 +359,6 @@ impl PgStore {
         report.integrity = Some(i64::try_from(read).is_ok_and(|read| read == counted));
         Ok(report)
     }
-}
-
-enum Write {
-    Upsert { id: String, record: String },
-    Delete { id: String },
 }
 
 /// Creates the schema or brings it to the newest version, in one
@@ -451,12 +455,9 @@ impl Repository for PgStore {
         let bytes = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
         let record =
             String::from_utf8(bytes).map_err(|e| Error::storage("encoding the record", e))?;
-        self.write(Write::Upsert {
-            id: env.id.clone(),
-            record,
-        })
-        .await
-        .map(drop)
+        self.write(&self.sql.upsert, &[&env.id, &record], "saving")
+            .await
+            .map(drop)
     }
 
     /// # Cancel safety
@@ -507,7 +508,7 @@ impl Repository for PgStore {
         if validate_id(id).is_err() {
             return Err(Error::not_found(id));
         }
-        let deleted = self.write(Write::Delete { id: id.to_owned() }).await?;
+        let deleted = self.write(&self.sql.delete, &[&id], "deleting").await?;
         if deleted == 0 {
             return Err(Error::not_found(id));
         }

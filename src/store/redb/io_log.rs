@@ -34,12 +34,11 @@ pub(super) fn write(file: &File, offset: u64, data: &[u8]) {
     let _ = (file, offset, data);
 }
 
-/// `file` is about to be cut or grown to `len`.
-pub(super) fn set_len(file: &File, len: u64) {
-    #[cfg(test)]
+/// `file` is about to be cut or grown to `len` (only redb does, through
+/// [`StoreFile`]).
+#[cfg(test)]
+fn set_len(file: &File, len: u64) {
     super::power_loss::record_set_len(file, len);
-    #[cfg(not(test))]
-    let _ = (file, len);
 }
 
 /// `file`'s data and size were just synced.
@@ -50,22 +49,28 @@ pub(super) fn synced(file: &File) {
     let _ = file;
 }
 
-/// A directory change just made: `to` now names what `from` names
-/// (`Link`), `from` was renamed to `to` (`Rename`), or `from` is gone
-/// (`Remove`, `to` unused).
-#[derive(Debug, Clone, Copy)]
-pub(super) enum DirChange {
-    Link,
-    Rename,
-    Remove,
+/// `to` was just made a second name of the file `from` names.
+pub(super) fn linked(from: &Path, to: &Path) {
+    #[cfg(test)]
+    super::power_loss::record_linked(from, to);
+    #[cfg(not(test))]
+    let _ = (from, to);
 }
 
-/// A directory change just made.
-pub(super) fn dir_changed(change: DirChange, from: &Path, to: &Path) {
+/// `from` was just renamed to `to`.
+pub(super) fn renamed(from: &Path, to: &Path) {
     #[cfg(test)]
-    super::power_loss::record_dir_change(change, from, to);
+    super::power_loss::record_renamed(from, to);
     #[cfg(not(test))]
-    let _ = (change, from, to);
+    let _ = (from, to);
+}
+
+/// Removes the file at `path`, and reports it.
+pub(super) fn remove_file(path: &Path) -> io::Result<()> {
+    std::fs::remove_file(path)?;
+    #[cfg(test)]
+    super::power_loss::record_removed(path);
+    Ok(())
 }
 
 /// The directory `dir` was just synced: its entries are durable.
@@ -81,7 +86,9 @@ pub(super) fn dir_synced(dir: &Path) {
 #[derive(Debug)]
 pub(super) struct StoreFile {
     inner: FileBackend,
-    /// The same file, to report against.
+    /// The same file, to report against (tests only: elsewhere the reports
+    /// are empty).
+    #[cfg(test)]
     file: File,
 }
 
@@ -92,8 +99,14 @@ impl StoreFile {
             .read(true)
             .write(true)
             .open(path)?;
-        let inner = FileBackend::new(file.try_clone()?).map_err(io::Error::other)?;
-        Ok(Self { inner, file })
+        #[cfg(test)]
+        let reported = file.try_clone()?;
+        let inner = FileBackend::new(file).map_err(io::Error::other)?;
+        Ok(Self {
+            inner,
+            #[cfg(test)]
+            file: reported,
+        })
     }
 }
 
@@ -107,17 +120,20 @@ impl StorageBackend for StoreFile {
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        #[cfg(test)]
         set_len(&self.file, len);
         self.inner.set_len(len)
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
         self.inner.sync_data()?;
+        #[cfg(test)]
         synced(&self.file);
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        #[cfg(test)]
         write(&self.file, offset, data);
         self.inner.write(offset, data)
     }

@@ -73,7 +73,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::file::sync_parent;
-use super::io_log::{self, DirChange};
+use super::io_log;
 
 /// Header length; the first frame starts here.
 pub(super) const HEADER_LEN: u64 = 32;
@@ -511,6 +511,9 @@ pub(super) struct Follower {
     offset: u64,
     /// The number it would have.
     seq: u64,
+    /// It started over since it last returned writes: the caller must drop
+    /// what it had.
+    restarted: bool,
 }
 
 impl Follower {
@@ -518,22 +521,32 @@ impl Follower {
     /// since the last call, for a redb snapshot holding everything before
     /// `next`. A frame being written (torn) ends a call; the next call
     /// reads it again.
+    /// A failed read leaves it to start over at the next call: the frames
+    /// it had read past were not returned.
     pub(super) fn follow(
         &mut self,
         store: &Path,
         id: u64,
         next: u64,
     ) -> Result<Followed, JournalError> {
-        let paths = paths_of(store);
-        let reset = self.key != Some((id, next));
-        if reset {
+        if self.key != Some((id, next)) {
             *self = Self {
                 key: Some((id, next)),
                 file: None,
                 offset: HEADER_LEN,
                 seq: next,
+                restarted: true,
             };
         }
+        let followed = self.read_on(store, id, next);
+        if followed.is_err() {
+            *self = Self::default();
+        }
+        followed
+    }
+
+    fn read_on(&mut self, store: &Path, id: u64, next: u64) -> Result<Followed, JournalError> {
+        let paths = paths_of(store);
         let mut entries = Vec::new();
         if self.file.is_none() {
             let firsts = [head_seq(&paths[0], id)?, head_seq(&paths[1], id)?];
@@ -541,7 +554,10 @@ impl Follower {
                 Some(n) => self.file = Some(n),
                 None if firsts.iter().flatten().any(|&f| f > next) => return Ok(Followed::Ahead),
                 // Nothing written since the snapshot: look again next time.
-                None => return Ok(Followed::More { reset, entries }),
+                None => {
+                    let reset = std::mem::take(&mut self.restarted);
+                    return Ok(Followed::More { reset, entries });
+                }
             }
         }
         while let Some(n) = self.file {
@@ -555,6 +571,7 @@ impl Follower {
                 break;
             }
         }
+        let reset = std::mem::take(&mut self.restarted);
         Ok(Followed::More { reset, entries })
     }
 
@@ -845,8 +862,7 @@ impl Journal {
         for log in self.logs {
             let Log { path, file, .. } = log;
             drop(file);
-            std::fs::remove_file(&path)?;
-            io_log::dir_changed(DirChange::Remove, &path, &path);
+            io_log::remove_file(&path)?;
         }
         Ok(())
     }
@@ -1088,6 +1104,15 @@ mod tests {
             .unwrap();
         assert_eq!(more(&mut f, 1), (false, 2));
         assert_eq!(more(&mut f, 1), (false, 0));
+        // A failed read starts it over: nothing it read past is lost.
+        let wal1 = &paths_of(&store)[1];
+        let aside = dir.path().join("aside");
+        std::fs::rename(wal1, &aside).unwrap();
+        std::fs::create_dir(wal1).unwrap();
+        assert!(f.follow(&store, 7, 1).is_err());
+        std::fs::remove_dir(wal1).unwrap();
+        std::fs::rename(&aside, wal1).unwrap();
+        assert_eq!(more(&mut f, 1), (true, 2));
         let big = Entry::Save(vec![b'z'; FOLLOW_CHUNK + 10]);
         j.append([big].iter()).unwrap();
         j.switch();

@@ -87,7 +87,7 @@ use self::file::{
     damaged, database_error, ensure_journal_meta, initialise, inspect_opening, io_error,
     journal_meta, open_error, resolve, set_journal_state, snapshot, storage, sync_parent,
 };
-use self::io_log::{DirChange, StoreFile};
+use self::io_log::StoreFile;
 use self::journal::{Followed, Follower, Journal, JournalError};
 use self::pending::Overlay;
 use self::writer::{
@@ -99,6 +99,7 @@ use crate::record;
 use crate::repository::Repository;
 
 pub use self::file::{FORMAT_NAME, FORMAT_VERSION};
+pub use self::maintenance::CheckReport;
 
 /// Entry points for `cargo fuzz` (`fuzz/`): what a store parses from its
 /// files, on arbitrary bytes. Built only under `--cfg fuzzing`.
@@ -130,7 +131,6 @@ pub mod fuzzing {
         }
     }
 }
-pub use self::maintenance::CheckReport;
 
 /// How to open a [`RedbStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -568,7 +568,7 @@ fn creating_path(path: &Path) -> PathBuf {
 fn create_store(path: &Path, options: &RedbOptions, place: Place) -> Result<Option<Database>> {
     let temp = creating_path(path);
     // This process's name: one left there was left by a dead process.
-    let _ = remove(&temp);
+    let _ = io_log::remove_file(&temp);
     let created = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -589,18 +589,17 @@ fn create_store(path: &Path, options: &RedbOptions, place: Place) -> Result<Opti
     let db = match made {
         Ok(db) => db,
         Err(e) => {
-            let _ = remove(&temp);
+            let _ = io_log::remove_file(&temp);
             return Err(e);
         }
     };
     let placed = match place {
         // A link never replaces what another process put there meanwhile.
         Place::New => fs::hard_link(&temp, path).and_then(|()| {
-            io_log::dir_changed(DirChange::Link, &temp, path);
-            remove(&temp)
+            io_log::linked(&temp, path);
+            io_log::remove_file(&temp)
         }),
-        Place::OverEmpty => fs::rename(&temp, path)
-            .inspect(|()| io_log::dir_changed(DirChange::Rename, &temp, path)),
+        Place::OverEmpty => fs::rename(&temp, path).inspect(|()| io_log::renamed(&temp, path)),
     };
     match placed {
         Ok(()) => {
@@ -609,7 +608,7 @@ fn create_store(path: &Path, options: &RedbOptions, place: Place) -> Result<Opti
         }
         Err(e) => {
             drop(db);
-            let _ = remove(&temp);
+            let _ = io_log::remove_file(&temp);
             match e.kind() {
                 io::ErrorKind::AlreadyExists => Ok(None),
                 _ => Err(io_error(path, "cannot put the new store in place", e)),
@@ -625,8 +624,7 @@ fn create_store(path: &Path, options: &RedbOptions, place: Place) -> Result<Opti
 /// refused as locked) but keeps every write in memory; with
 /// `check_integrity_on_open` it verifies every page's checksum (redb does
 /// not on a read; [`RedbOptions::verify_on_open`]) and repairs a crash
-/// image there. The store is judged on
-/// that view.
+/// image there. The store is judged on that view.
 ///
 /// [`DryRun`]: dry_run::DryRun
 fn vet(path: &Path, options: &RedbOptions) -> Result<()> {
@@ -666,13 +664,6 @@ fn unreadable_journal(path: &Path, e: &Error) -> Error {
         format!("a journaled write cannot be read ({e})"),
         HINT_CORRUPT,
     )
-}
-
-/// Removes the file at `path`, reporting it to the [`io_log`].
-fn remove(path: &Path) -> io::Result<()> {
-    fs::remove_file(path)?;
-    io_log::dir_changed(DirChange::Remove, path, path);
-    Ok(())
 }
 
 /// Runs `f`, turning a panic inside the storage engine (redb, on a damaged
@@ -718,6 +709,8 @@ fn decode(id: &str, value: &[u8]) -> Result<Environment> {
 /// started over, with the number of stored environments.
 fn recover(path: &Path, db: &Database) -> Result<(Journal, usize)> {
     let expect = ensure_journal_meta(db).map_err(|e| damaged(path, &e))?;
+    // Read again, not taken from `vet`: between that check and this open,
+    // which takes the writer's lock anew, another writer may have appended.
     let (mut journal, entries) =
         Journal::open(path, expect).map_err(|(at, e)| journal_error(&at, e))?;
     let replayed = entries.len();

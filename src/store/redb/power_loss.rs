@@ -24,8 +24,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::io_log::DirChange;
-
 /// Sector size: a write reaches the disk whole or not at all per sector.
 const SECTOR: u64 = 512;
 
@@ -155,19 +153,23 @@ pub(super) fn record_synced(file: &File) {
     record_ino(file, |ino| Op::Synced { ino });
 }
 
-pub(super) fn record_dir_change(change: DirChange, from: &Path, to: &Path) {
-    record_at(from, |_| match change {
-        DirChange::Link => Op::Link {
-            from: name_of(from),
-            to: name_of(to),
-        },
-        DirChange::Rename => Op::Rename {
-            from: name_of(from),
-            to: name_of(to),
-        },
-        DirChange::Remove => Op::Remove {
-            name: name_of(from),
-        },
+pub(super) fn record_linked(from: &Path, to: &Path) {
+    record_at(from, |_| Op::Link {
+        from: name_of(from),
+        to: name_of(to),
+    });
+}
+
+pub(super) fn record_renamed(from: &Path, to: &Path) {
+    record_at(from, |_| Op::Rename {
+        from: name_of(from),
+        to: name_of(to),
+    });
+}
+
+pub(super) fn record_removed(path: &Path) {
+    record_at(path, |_| Op::Remove {
+        name: name_of(path),
     });
 }
 
