@@ -167,7 +167,7 @@ pub const CHECKS: &[Check] = &[
     check(
         "snapshot_reads",
         false,
-        "find_all and count return states that existed while one task inserts, then overwrites, ids in a fixed order",
+        "find_all and count return states that existed while one task inserts, then overwrites, ids in a fixed order; a find_all polled part way and then driven together with a round of saves is still a snapshot",
     ),
     check(
         "concurrent_distinct_writers",

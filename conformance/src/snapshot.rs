@@ -19,10 +19,20 @@
 //!   only show versions that do not increase along the order and differ by
 //!   at most one; its position (the sum of the versions) never goes back
 //!   for one reader and lies between the writes acknowledged and begun.
+//! * **Interleaved, deterministically**: whether the race above catches a
+//!   torn `find_all` depends on how the scheduler interleaves the tasks (a
+//!   busy machine can run every round before a read begins). So one task
+//!   also polls a `find_all` `k` times (k = 1, 2, …) and then drives it
+//!   together with a whole round of saves (`join`, so a store whose read
+//!   holds a lock its saves need still finishes): a read that was part way
+//!   through its records when the round ran shows a later id newer than an
+//!   earlier one.
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use waggle_store::{Environment, Repository, Runtime};
@@ -192,22 +202,7 @@ async fn upsert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) {
     let mut seen = 0;
     loop {
         let (last, acked, all) = read_all(&*store, &progress).await;
-        let versions: Vec<u64> = all.iter().map(version_of).collect();
-        assert!(
-            all.iter().map(|e| &e.id).eq(ids.iter()),
-            "find_all must return every id while they are only overwritten, got {:?}",
-            all.iter().map(|e| &e.id).collect::<Vec<_>>()
-        );
-        let ordered = versions.windows(2).all(|w| w[0] >= w[1]);
-        let close = versions
-            .first()
-            .zip(versions.last())
-            .is_some_and(|(a, b)| a - b <= 1);
-        assert!(
-            ordered && close,
-            "find_all returned a state that never existed: versions {versions:?} of ids saved in order s0…s{} each round (a snapshot shows versions that never increase along the order and differ by at most one)",
-            IDS - 1
-        );
+        let versions = assert_snapshot(&all, &ids);
         let position: u64 = versions.iter().sum();
         assert!(
             position >= seen,
@@ -218,6 +213,62 @@ async fn upsert_reader<S: Repository>(store: Arc<S>, progress: Arc<Progress>) {
         if last {
             return;
         }
+    }
+}
+
+/// Asserts `all` is a snapshot of `s0 … s7` saved in order each round.
+fn assert_snapshot(all: &[Environment], ids: &[String]) -> Vec<u64> {
+    let versions: Vec<u64> = all.iter().map(version_of).collect();
+    assert!(
+        all.iter().map(|e| &e.id).eq(ids.iter()),
+        "find_all must return every id while they are only overwritten, got {:?}",
+        all.iter().map(|e| &e.id).collect::<Vec<_>>()
+    );
+    let ordered = versions.windows(2).all(|w| w[0] >= w[1]);
+    let close = versions
+        .first()
+        .zip(versions.last())
+        .is_some_and(|(a, b)| a - b <= 1);
+    assert!(
+        ordered && close,
+        "find_all returned a state that never existed: versions {versions:?} of ids saved in order s0…s{} each round (a snapshot shows versions that never increase along the order and differ by at most one)",
+        IDS - 1
+    );
+    versions
+}
+
+/// A `find_all` polled `k` times, then driven together with a whole round
+/// of saves, for k = 1 … 2 × IDS + 1: see the module docs.
+async fn interleaved_reads<S: Repository>(store: &S) {
+    let ids: Vec<String> = (0..IDS).map(|i| format!("s{i}")).collect();
+    let round = async |version: u64| {
+        for id in &ids {
+            store
+                .save(&value(id.clone(), version))
+                .await
+                .unwrap_or_else(|e| panic!("save({id:?}) failed: {e}"));
+        }
+    };
+    round(0).await;
+    for k in 1..=2 * IDS + 1 {
+        let mut read = pin!(store.find_all());
+        let mut early = None;
+        for _ in 0..k {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+            if let Poll::Ready(all) = polled {
+                early = Some(all);
+                break;
+            }
+        }
+        let all = match early {
+            Some(all) => {
+                round(k).await;
+                all
+            }
+            None => tokio::join!(read, round(k)).0,
+        };
+        let all = all.unwrap_or_else(|e| panic!("find_all failed: {e}"));
+        assert_snapshot(&all, &ids);
     }
 }
 
@@ -258,4 +309,10 @@ pub async fn snapshot_reads<S: Repository + 'static, G: Send + 'static>(h: &Harn
         }
     };
     race(&store, upsert, upsert_reader).await;
+    drop(store);
+    drop(inst);
+
+    // Interleaved in one task: no luck involved.
+    let inst = h.fresh().await;
+    interleaved_reads(&*inst.shared()).await;
 }
