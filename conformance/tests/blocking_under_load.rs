@@ -3,7 +3,8 @@
 
 //! `no_blocking_poll` is steady on a loaded machine: with every core kept
 //! busy by spinning threads it still passes `MemoryStore` every time, and
-//! still catches a store that blocks for 1 ms in every save every time.
+//! still catches, every time, a store that sleeps for 1 ms in every save
+//! and one that computes for 1 ms of CPU time in every save.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -15,17 +16,62 @@ use waggle_store_conformance::{Harness, run_check};
 
 const ROUNDS: usize = 20;
 
-/// A correct store, except that `save` blocks its thread for 1 ms.
+/// How a [`Stalling`] store holds its thread in every `save`.
+trait Stall: Default + Send + Sync + 'static {
+    fn stall();
+}
+
+/// Sleeps 1 ms: a synchronous fsync or read, say.
 #[derive(Default)]
-struct BlockingSave(MemoryStore);
+struct Sleep;
+
+impl Stall for Sleep {
+    fn stall() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Computes for 1 ms of this thread's CPU time: a synchronous scan or
+/// encode, or a spin lock. It never gives up the core of its own accord.
+#[derive(Default)]
+struct Compute;
+
+/// CPU time the calling thread has run.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec into the one we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+impl Stall for Compute {
+    fn stall() {
+        let start = thread_cpu_time();
+        let mut x = 0u64;
+        while thread_cpu_time() - start < Duration::from_millis(1) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+    }
+}
+
+/// A correct store, except that `save` holds its thread for 1 ms first.
+#[derive(Default)]
+struct Stalling<H: Stall>(MemoryStore, H);
 
 #[async_trait]
-impl Repository for BlockingSave {
+impl<H: Stall> Repository for Stalling<H> {
     /// # Cancel safety
     ///
-    /// As `MemoryStore`'s; it only blocks first.
+    /// As `MemoryStore`'s; it only stalls first.
     async fn save(&self, env: &Environment) -> Result<()> {
-        std::thread::sleep(Duration::from_millis(1));
+        H::stall();
         self.0.save(env).await
     }
     /// # Cancel safety
@@ -101,10 +147,11 @@ fn failures<S: Repository + Default + 'static>() -> usize {
 fn steady_with_every_core_busy() {
     let load = Load::start();
     let memory = failures::<MemoryStore>();
-    let blocking = failures::<BlockingSave>();
+    let sleeping = failures::<Stalling<Sleep>>();
+    let computing = failures::<Stalling<Compute>>();
     drop(load);
     println!(
-        "no_blocking_poll under load ({} spinning threads): MemoryStore failed {memory} of {ROUNDS}; the 1 ms blocking store was caught {blocking} of {ROUNDS}",
+        "no_blocking_poll under load ({} spinning threads): MemoryStore failed {memory} of {ROUNDS}; caught the store sleeping 1 ms {sleeping} of {ROUNDS}, the store computing 1 ms {computing} of {ROUNDS}",
         std::thread::available_parallelism().map_or(2, |n| n.get()),
     );
     assert_eq!(
@@ -112,7 +159,11 @@ fn steady_with_every_core_busy() {
         "a correct store failed no_blocking_poll under load"
     );
     assert_eq!(
-        blocking, ROUNDS,
-        "the blocking store slipped through under load"
+        sleeping, ROUNDS,
+        "the sleeping store slipped through under load"
+    );
+    assert_eq!(
+        computing, ROUNDS,
+        "the computing store slipped through under load"
     );
 }
