@@ -2,7 +2,9 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! Concurrency: many tasks at once, every call recorded, and each id's
-//! history checked for linearizability against the model.
+//! history checked for linearizability against the model — on one handle,
+//! and split over two handles on the same storage where the backend offers
+//! a second one (`share`), as two servers on one database would be.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,10 +45,11 @@ fn answer_for(all: &[Environment], key: &str) -> Answer {
         .map_or(Answer::NotFound, |e| Answer::Found(tag_of(e, key)))
 }
 
-/// Runs the workload with `tasks` tasks; returns each id's history, the
-/// quiescent read of it included as a last call.
+/// Runs the workload with `tasks` tasks, task `t` on `handles[t % n]`;
+/// returns each id's history, the quiescent read of it included as a last
+/// call.
 async fn record_history<S: Repository + 'static>(
-    store: &Arc<S>,
+    handles: &[Arc<S>],
     tasks: usize,
 ) -> BTreeMap<&'static str, Vec<Event>> {
     let clock = Arc::new(AtomicU64::new(0));
@@ -54,7 +57,7 @@ async fn record_history<S: Repository + 'static>(
     let mut running = tokio::task::JoinSet::new();
     for t in 0..tasks {
         let clock = Arc::clone(&clock);
-        let store = Arc::clone(store);
+        let store = Arc::clone(&handles[t % handles.len()]);
         running.spawn(async move {
             let mut events = Vec::new();
             let tick = || clock.fetch_add(1, Ordering::SeqCst);
@@ -130,7 +133,7 @@ async fn record_history<S: Repository + 'static>(
         }
     }
     // Once every task is done, what is stored is one more read of each id.
-    let all = quiescent_contents(&**store).await;
+    let all = agreed_contents(handles).await;
     let invoked = clock.fetch_add(1, Ordering::SeqCst);
     for key in KEYS {
         per_key.entry(key).or_default().push(Event {
@@ -155,10 +158,42 @@ async fn record_history<S: Repository + 'static>(
 pub async fn concurrent_linearizable<S: Repository + 'static, G: Send + 'static>(
     h: &Harness<S, G>,
 ) {
+    linearizable_over(h, Handles::One).await;
+}
+
+/// As [`concurrent_linearizable`], with the tasks split over two handles
+/// on the same storage (the backend's `share`): a call on one handle is
+/// ordered with calls on the other by real time, as if both were one store.
+pub async fn shared_linearizable<S: Repository + 'static, G: Send + 'static>(h: &Harness<S, G>) {
+    linearizable_over(h, Handles::Two).await;
+}
+
+/// How many handles the tasks of a concurrency check are split over.
+#[derive(Clone, Copy)]
+enum Handles {
+    One,
+    /// The fresh store and a second from the backend's `share`.
+    Two,
+}
+
+async fn handles<S: Repository + 'static, G: Send + 'static>(
+    inst: &crate::Instance<'_, S, G>,
+    handles: Handles,
+) -> Vec<Arc<S>> {
+    match handles {
+        Handles::One => vec![inst.shared()],
+        Handles::Two => vec![inst.shared(), inst.second_handle().await],
+    }
+}
+
+async fn linearizable_over<S: Repository + 'static, G: Send + 'static>(
+    h: &Harness<S, G>,
+    split: Handles,
+) {
     let mut tasks = TASKS;
     loop {
         let inst = h.fresh().await;
-        let per_key = record_history(&inst.shared(), tasks).await;
+        let per_key = record_history(&handles(&inst, split).await, tasks).await;
         let mut undecided = None;
         for (key, events) in &per_key {
             match linearizability::check(events, BUDGET) {
@@ -186,12 +221,28 @@ pub async fn concurrent_linearizable<S: Repository + 'static, G: Send + 'static>
 pub async fn concurrent_distinct_writers<S: Repository + 'static, G: Send + 'static>(
     h: &Harness<S, G>,
 ) {
+    distinct_writers_over(h, Handles::One).await;
+}
+
+/// 64 tasks saving distinct ids at once, split over two handles on the same
+/// storage: nothing is lost, and each handle reads every record.
+pub async fn shared_distinct_writers<S: Repository + 'static, G: Send + 'static>(
+    h: &Harness<S, G>,
+) {
+    distinct_writers_over(h, Handles::Two).await;
+}
+
+async fn distinct_writers_over<S: Repository + 'static, G: Send + 'static>(
+    h: &Harness<S, G>,
+    split: Handles,
+) {
     const WRITERS: usize = 64;
     const EACH: usize = 4;
     let inst = h.fresh().await;
+    let handles = handles(&inst, split).await;
     let mut writes = tokio::task::JoinSet::new();
     for t in 0..WRITERS {
-        let store = inst.shared();
+        let store = Arc::clone(&handles[t % handles.len()]);
         writes.spawn(async move {
             for i in 0..EACH {
                 let e = value(&format!("w{t:02}-{i}"), (t * EACH + i) as u64);
@@ -204,20 +255,21 @@ pub async fn concurrent_distinct_writers<S: Repository + 'static, G: Send + 'sta
         });
     }
     join(writes).await;
-    let store = inst.store();
-    let all = quiescent_contents(store).await;
+    let all = agreed_contents(&handles).await;
     assert_eq!(
         all.len(),
         WRITERS * EACH,
         "find_all and count after {WRITERS} concurrent writers: records lost"
     );
-    for (t, i) in (0..WRITERS).flat_map(|t| (0..EACH).map(move |i| (t, i))) {
-        let id = format!("w{t:02}-{i}");
-        let got = store
-            .find_by_id(&id)
-            .await
-            .unwrap_or_else(|e| panic!("find_by_id({id:?}) failed: {e}"));
-        assert_eq!(got, value(&id, (t * EACH + i) as u64), "{id}");
+    for (n, store) in handles.iter().enumerate() {
+        for (t, i) in (0..WRITERS).flat_map(|t| (0..EACH).map(move |i| (t, i))) {
+            let id = format!("w{t:02}-{i}");
+            let got = store
+                .find_by_id(&id)
+                .await
+                .unwrap_or_else(|e| panic!("handle {n}: find_by_id({id:?}) failed: {e}"));
+            assert_eq!(got, value(&id, (t * EACH + i) as u64), "handle {n}: {id}");
+        }
     }
 }
 
@@ -228,6 +280,22 @@ async fn join<T: 'static>(mut tasks: tokio::task::JoinSet<T>) -> Vec<T> {
         out.push(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
     }
     out
+}
+
+/// Everything stored once the tasks are done, as every handle reads it:
+/// they must agree.
+async fn agreed_contents<S: Repository>(handles: &[Arc<S>]) -> Vec<Environment> {
+    let first = quiescent_contents(&*handles[0]).await;
+    for (n, other) in handles.iter().enumerate().skip(1) {
+        let all = quiescent_contents(&**other).await;
+        assert!(
+            all == first,
+            "after quiescence handle {n} reads {} records, handle 0 reads {}: two handles on one storage disagree",
+            all.len(),
+            first.len()
+        );
+    }
+    first
 }
 
 /// Everything stored once the tasks are done; count must agree with it.

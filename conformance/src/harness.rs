@@ -1,7 +1,8 @@
 // SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
 // SPDX-License-Identifier: Apache-2.0
 
-//! The harness: how the suite gets fresh stores, and reopens them.
+//! The harness: how the suite gets fresh stores, reopens them, and opens a
+//! second handle on the same storage.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,16 +13,17 @@ use waggle_store::Repository;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Fresh<S, G> = Box<dyn Fn() -> BoxFuture<(S, G)> + Send + Sync>;
 
-/// A reopen function with its types erased; its future may borrow the guard.
-trait Reopen<S, G>: Send + Sync {
-    fn reopen<'a>(&'a self, guard: &'a G) -> Pin<Box<dyn Future<Output = S> + 'a>>;
+/// A function opening a store from a guard (reopen or share), with its
+/// types erased; its future may borrow the guard.
+trait OpenFromGuard<S, G>: Send + Sync {
+    fn open<'a>(&'a self, guard: &'a G) -> Pin<Box<dyn Future<Output = S> + 'a>>;
 }
 
-impl<S, G, F> Reopen<S, G> for F
+impl<S, G, F> OpenFromGuard<S, G> for F
 where
     F: AsyncFn(&G) -> S + Send + Sync,
 {
-    fn reopen<'a>(&'a self, guard: &'a G) -> Pin<Box<dyn Future<Output = S> + 'a>> {
+    fn open<'a>(&'a self, guard: &'a G) -> Pin<Box<dyn Future<Output = S> + 'a>> {
         Box::pin(self(guard))
     }
 }
@@ -32,10 +34,13 @@ where
 /// long as the store (a temporary directory, a database schema, … — use
 /// `()` when there is none). `reopen`, when given, opens the same storage
 /// again from the guard after the suite has dropped the previous store, as
-/// a restarted server would.
+/// a restarted server would. `share`, when given, opens a second store on
+/// the same storage while the first is still open, as a second server
+/// would.
 pub struct Harness<S, G> {
     fresh: Fresh<S, G>,
-    reopen: Option<Box<dyn Reopen<S, G>>>,
+    reopen: Option<Box<dyn OpenFromGuard<S, G>>>,
+    share: Option<Box<dyn OpenFromGuard<S, G>>>,
 }
 
 impl<S: Repository + 'static, G: Send + 'static> Harness<S, G> {
@@ -48,6 +53,7 @@ impl<S: Repository + 'static, G: Send + 'static> Harness<S, G> {
         Self {
             fresh: Box::new(move || Box::pin(fresh())),
             reopen: None,
+            share: None,
         }
     }
 
@@ -62,9 +68,26 @@ impl<S: Repository + 'static, G: Send + 'static> Harness<S, G> {
         self
     }
 
+    /// Adds the ability to open a second handle on the storage a guard
+    /// names while the first is open — a second server on the same
+    /// database: an async closure (or `async fn`) taking the guard by
+    /// reference, whose future may borrow it.
+    pub fn with_share<R>(mut self, share: R) -> Self
+    where
+        R: AsyncFn(&G) -> S + Send + Sync + 'static,
+    {
+        self.share = Some(Box::new(share));
+        self
+    }
+
     /// Whether the backend can be reopened.
     pub fn can_reopen(&self) -> bool {
         self.reopen.is_some()
+    }
+
+    /// Whether the backend can open a second handle on the same storage.
+    pub fn can_share(&self) -> bool {
+        self.share.is_some()
     }
 
     /// A fresh, empty store.
@@ -127,6 +150,24 @@ impl<S: Repository + 'static, G: Send + 'static> Instance<'_, S, G> {
                 panic!("this backend gave no reopen to repository_conformance!")
             });
         drop(self.store.take());
-        self.store = Some(Arc::new(reopen.reopen(&self.guard).await));
+        self.store = Some(Arc::new(reopen.open(&self.guard).await));
+    }
+
+    /// A second store on the same storage as this one, which stays open.
+    ///
+    /// # Cancel safety
+    ///
+    /// As cancel safe as the backend's `share` future.
+    ///
+    /// # Panics
+    ///
+    /// If the harness has no share; checks that need it are skipped instead.
+    pub async fn second_handle(&self) -> Arc<S> {
+        let share = self
+            .harness
+            .share
+            .as_ref()
+            .unwrap_or_else(|| panic!("this backend gave no share to repository_conformance!"));
+        Arc::new(share.open(&self.guard).await)
     }
 }

@@ -15,7 +15,7 @@
 //!
 //! Each check in [`CHECKS`] becomes its own `#[test]`, named
 //! `my_store::<check>`, so `cargo test my_store::upsert` runs one. Checks
-//! that need a capability the backend did not give (today: `reopen`) are
+//! that need a capability the backend did not give (`reopen`, `share`) are
 //! generated as ignored tests whose reason says so — visible in the test
 //! output, never a silent pass.
 //!
@@ -53,13 +53,23 @@ pub fn cases() -> u32 {
         .unwrap_or(32)
 }
 
+/// A capability a backend may give the macro besides `fresh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// `reopen`: open the same storage again after the store is dropped.
+    Reopen,
+    /// `share`: open a second store on the same storage while the first is
+    /// open.
+    Share,
+}
+
 /// One check of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Check {
     /// The test's name.
     pub name: &'static str,
-    /// Whether it needs the backend's `reopen`.
-    pub needs_reopen: bool,
+    /// The capability it needs beyond `fresh`, if any.
+    pub needs: Option<Capability>,
     /// The clause of the contract it proves.
     pub guarantees: &'static str,
 }
@@ -67,7 +77,19 @@ pub struct Check {
 const fn check(name: &'static str, needs_reopen: bool, guarantees: &'static str) -> Check {
     Check {
         name,
-        needs_reopen,
+        needs: if needs_reopen {
+            Some(Capability::Reopen)
+        } else {
+            None
+        },
+        guarantees,
+    }
+}
+
+const fn shared_check(name: &'static str, guarantees: &'static str) -> Check {
+    Check {
+        name,
+        needs: Some(Capability::Share),
         guarantees,
     }
 }
@@ -174,6 +196,14 @@ pub const CHECKS: &[Check] = &[
         false,
         "64 tasks saving distinct ids: nothing is lost",
     ),
+    shared_check(
+        "shared_linearizable",
+        "concurrent_linearizable with the tasks split over two handles on the same storage: each id's history is linearizable across both, and both read the same contents after",
+    ),
+    shared_check(
+        "shared_distinct_writers",
+        "64 tasks saving distinct ids split over two handles on the same storage: nothing is lost, and each handle reads every record",
+    ),
 ];
 
 /// The names of [`CHECKS`], in order.
@@ -227,12 +257,15 @@ where
         "concurrent_distinct_writers" => {
             rt.block_on(concurrency::concurrent_distinct_writers(harness))
         }
+        "shared_linearizable" => rt.block_on(concurrency::shared_linearizable(harness)),
+        "shared_distinct_writers" => rt.block_on(concurrency::shared_distinct_writers(harness)),
         other => panic!("no conformance check is called {other:?}"),
     }
 }
 
 /// Generates one `#[test]` per conformance check, in a module called
-/// `$name`, against stores made by `fresh` (and reopened by `reopen`).
+/// `$name`, against stores made by `fresh` (reopened by `reopen`, shared by
+/// `share`).
 ///
 /// * `fresh: || async { (store, guard) }` — a new, empty store and a value
 ///   kept alive as long as it (a temp dir; `()` if none).
@@ -241,45 +274,86 @@ where
 ///   first. The future may borrow the guard. Also accepted: an async
 ///   closure (`async |guard: &G| …`) or the path of an
 ///   `async fn(&G) -> S`.
+/// * `share: |guard: &G| async move { store }` — optional, in the same
+///   forms: opens a second store on the storage the guard names while the
+///   first stays open, as a second server on the same database would. A
+///   backend with one writer per storage (redb) does not offer it.
 ///
-/// Without `reopen`, the checks that need it are generated with
+/// Without `reopen` or `share`, the checks that need it are generated with
 /// `#[ignore = "skipped: …"]` and show as ignored.
 ///
 /// The module does `use super::*`, so names imported where the macro is
 /// called can be used in the closures.
 #[macro_export]
 macro_rules! repository_conformance {
-    // `$guard:tt` matches a name and `_` alike.
-    ($name:ident, fresh: $fresh:expr, reopen: $(move)? |$guard:tt : $ty:ty| $body:expr $(,)?) => {
-        $crate::repository_conformance!(
-            $name,
-            fresh: $fresh,
-            reopen: async move |$guard: $ty| ($body).await,
-        );
+    ($name:ident, fresh: $fresh:expr $(, $($rest:tt)*)?) => {
+        $crate::__conformance_args!(@munch $name, ($fresh), (), (), $($($rest)*)?);
     };
-    ($name:ident, fresh: $fresh:expr, reopen: $(move)? |$guard:tt| $body:expr $(,)?) => {
+}
+
+/// Reads the optional `reopen:` and `share:` arguments (in either order) of
+/// [`repository_conformance!`], in that order, into a harness.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_args {
+    // A closure `|guard: &G| body`, whose future may borrow the guard,
+    // becomes an async closure. `$guard:tt` matches a name and `_` alike.
+    (@munch $name:ident, $fresh:tt, (), $share:tt,
+        reopen: $(move)? |$guard:tt : $ty:ty| $body:expr $(, $($rest:tt)*)?) => {
+        $crate::__conformance_args!(@munch $name, $fresh,
+            (async move |$guard: $ty| ($body).await), $share, $($($rest)*)?);
+    };
+    (@munch $name:ident, $fresh:tt, $reopen:tt, (),
+        share: $(move)? |$guard:tt : $ty:ty| $body:expr $(, $($rest:tt)*)?) => {
+        $crate::__conformance_args!(@munch $name, $fresh, $reopen,
+            (async move |$guard: $ty| ($body).await), $($($rest)*)?);
+    };
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt,
+        $arg:ident: $(move)? |$guard:tt| $body:expr $(, $($rest:tt)*)?) => {
         ::core::compile_error!(concat!(
-            "repository_conformance!: give the guard's type in `reopen`, e.g. `reopen: |",
-            stringify!($guard),
+            "repository_conformance!: give the guard's type in `", stringify!($arg),
+            "`, e.g. `", stringify!($arg), ": |", stringify!($guard),
             ": &MyGuard| async move { … }`"
         ));
     };
-    ($name:ident, fresh: $fresh:expr, reopen: $reopen:expr $(,)?) => {
-        $crate::__conformance_module!(
-            $name,
-            ($crate::Harness::new($fresh).with_reopen($reopen)),
-            run
-        );
+    (@munch $name:ident, $fresh:tt, (), $share:tt,
+        reopen: $reopen:expr $(, $($rest:tt)*)?) => {
+        $crate::__conformance_args!(@munch $name, $fresh, ($reopen), $share, $($($rest)*)?);
     };
-    ($name:ident, fresh: $fresh:expr $(,)?) => {
-        $crate::__conformance_module!($name, ($crate::Harness::new($fresh)), skip);
+    (@munch $name:ident, $fresh:tt, $reopen:tt, (),
+        share: $share:expr $(, $($rest:tt)*)?) => {
+        $crate::__conformance_args!(@munch $name, $fresh, $reopen, ($share), $($($rest)*)?);
+    };
+    (@munch $name:ident, ($fresh:expr), $reopen:tt, $share:tt,) => {
+        $crate::__conformance_args!(@munch $name, ($fresh), $reopen, $share);
+    };
+    (@munch $name:ident, ($fresh:expr), (), ()) => {
+        $crate::__conformance_module!($name, ($crate::Harness::new($fresh)), skip_reopen, skip_share);
+    };
+    (@munch $name:ident, ($fresh:expr), ($reopen:expr), ()) => {
+        $crate::__conformance_module!($name,
+            ($crate::Harness::new($fresh).with_reopen($reopen)), run, skip_share);
+    };
+    (@munch $name:ident, ($fresh:expr), (), ($share:expr)) => {
+        $crate::__conformance_module!($name,
+            ($crate::Harness::new($fresh).with_share($share)), skip_reopen, run);
+    };
+    (@munch $name:ident, ($fresh:expr), ($reopen:expr), ($share:expr)) => {
+        $crate::__conformance_module!($name,
+            ($crate::Harness::new($fresh).with_reopen($reopen).with_share($share)), run, run);
+    };
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $($other:tt)+) => {
+        ::core::compile_error!(concat!(
+            "repository_conformance!: after `fresh`, expected `reopen: …` and `share: …` (each optional, each at most once), found `",
+            stringify!($($other)+), "`"
+        ));
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_module {
-    ($name:ident, $harness:tt, $reopen:ident) => {
+    ($name:ident, $harness:tt, $reopen:ident, $share:ident) => {
         #[allow(unused_imports)]
         mod $name {
             use super::*;
@@ -304,6 +378,8 @@ macro_rules! __conformance_module {
             $crate::__conformance_test!(concurrent_linearizable, $harness, run);
             $crate::__conformance_test!(snapshot_reads, $harness, run);
             $crate::__conformance_test!(concurrent_distinct_writers, $harness, run);
+            $crate::__conformance_test!(shared_linearizable, $harness, $share);
+            $crate::__conformance_test!(shared_distinct_writers, $harness, $share);
 
             /// The macro generates a test for every check the crate knows.
             #[test]
@@ -329,6 +405,8 @@ macro_rules! __conformance_module {
                     "concurrent_linearizable",
                     "snapshot_reads",
                     "concurrent_distinct_writers",
+                    "shared_linearizable",
+                    "shared_distinct_writers",
                 ];
                 assert_eq!(generated.to_vec(), $crate::check_names());
             }
@@ -345,9 +423,16 @@ macro_rules! __conformance_test {
             $crate::run_check(stringify!($check), &$harness);
         }
     };
-    ($check:ident, ($harness:expr), skip) => {
+    ($check:ident, ($harness:expr), skip_reopen) => {
         #[test]
         #[ignore = "skipped: this backend gave repository_conformance! no `reopen`"]
+        fn $check() {
+            $crate::run_check(stringify!($check), &$harness);
+        }
+    };
+    ($check:ident, ($harness:expr), skip_share) => {
+        #[test]
+        #[ignore = "skipped: this backend gave repository_conformance! no `share` (a second handle on the same storage)"]
         fn $check() {
             $crate::run_check(stringify!($check), &$harness);
         }

@@ -59,6 +59,13 @@ enum Defect {
     /// A write takes a 1 ms round trip; a dropped one is finished by a
     /// background retry 5 ms later, after whatever the caller did next.
     DroppedWriteLandsLate,
+    /// Each handle works on its own copy of the storage, loaded when it was
+    /// opened, and writes the whole copy back on every write: alone it is
+    /// correct; beside a second handle each overwrites the other's writes.
+    HandleKeepsOwnCopy,
+    /// `find_by_id` answers from a cache of the handle's own reads and
+    /// writes: alone it is correct; another handle's writes never reach it.
+    CachesReads,
 }
 
 /// Runs a closure when dropped: finishes a write whose caller went away.
@@ -114,7 +121,10 @@ impl Broken {
     }
 
     fn map(&self) -> MutexGuard<'_, Map> {
-        if self.defect == Defect::LosesBufferOnReopen {
+        if matches!(
+            self.defect,
+            Defect::LosesBufferOnReopen | Defect::HandleKeepsOwnCopy
+        ) {
             lock(&self.working)
         } else {
             lock(&self.durable.map)
@@ -122,9 +132,12 @@ impl Broken {
     }
 
     fn wrote(&self) {
-        if self.defect == Defect::LosesBufferOnReopen
-            && self.writes.fetch_add(1, Ordering::SeqCst) % 4 == 3
-        {
+        let flush = match self.defect {
+            Defect::LosesBufferOnReopen => self.writes.fetch_add(1, Ordering::SeqCst) % 4 == 3,
+            Defect::HandleKeepsOwnCopy => true,
+            _ => false,
+        };
+        if flush {
             *lock(&self.durable.map) = lock(&self.working).clone();
         }
     }
@@ -220,6 +233,11 @@ impl Repository for Broken {
                 retry.0.take();
                 self.map().insert(env.id.clone(), env);
             }
+            Defect::CachesReads => {
+                let mut map = self.map();
+                lock(&self.cache).insert(env.id.clone(), env.clone());
+                map.insert(env.id.clone(), env);
+            }
             _ => {
                 self.map().insert(env.id.clone(), env);
             }
@@ -230,13 +248,16 @@ impl Repository for Broken {
     }
 
     async fn find_by_id(&self, id: &str) -> Result<Environment> {
-        if self.defect == Defect::CacheUpdatedLate
+        if matches!(self.defect, Defect::CacheUpdatedLate | Defect::CachesReads)
             && let Some(env) = lock(&self.cache).get(id).cloned()
         {
             return Ok(env);
         }
         let mut map = self.map();
         let env = map.get_mut(id).ok_or_else(|| self.not_found(id))?;
+        if self.defect == Defect::CachesReads {
+            lock(&self.cache).insert(id.to_owned(), env.clone());
+        }
         if self.defect == Defect::FindTouchesStoredValue {
             env.last_used += Duration::from_millis(1);
         }
@@ -268,7 +289,13 @@ impl Repository for Broken {
             tokio::time::sleep(Duration::from_millis(1)).await;
             retry.0.take();
         }
-        let removed = self.map().remove(id);
+        let removed = {
+            let mut map = self.map();
+            if self.defect == Defect::CachesReads {
+                lock(&self.cache).remove(id);
+            }
+            map.remove(id)
+        };
         if self.defect == Defect::CountLagsBehind && removed.is_some() {
             let _drop = OnDrop(Some(move || {
                 self.live.fetch_sub(1, Ordering::SeqCst);
@@ -311,6 +338,10 @@ fn harness(defect: Defect) -> Harness<Broken, Arc<Durable>> {
         (Broken::new(defect, Arc::clone(&durable)), durable)
     })
     .with_reopen(move |durable: &Arc<Durable>| {
+        let store = Broken::new(defect, Arc::clone(durable));
+        async move { store }
+    })
+    .with_share(move |durable: &Arc<Durable>| {
         let store = Broken::new(defect, Arc::clone(durable));
         async move { store }
     })
@@ -366,19 +397,20 @@ macro_rules! broken {
 broken! {
     delete_missing_is_ok: DeleteMissingIsOk =>
         ["delete", "model_sequences", "model_sequences_with_reopen", "not_found"]
-        maybe ["concurrent_linearizable"];
+        maybe ["concurrent_linearizable", "shared_linearizable"];
     not_found_without_id: NotFoundWithoutId =>
         ["delete", "model_sequences", "model_sequences_with_reopen", "not_found", "reopen_persists",
          "valid_ids"];
     upsert_counted_twice: UpsertCountedTwice =>
         ["cancel_after_polls", "cancel_by_timeout", "concurrent_linearizable", "count",
-         "model_sequences", "model_sequences_with_reopen", "upsert"]
+         "model_sequences", "model_sequences_with_reopen", "shared_distinct_writers",
+         "shared_linearizable", "upsert"]
         maybe ["snapshot_reads"];
     timestamps_truncated: TimestampsTruncated =>
         ["model_sequences", "model_sequences_with_reopen", "reopen_persists", "round_trip", "upsert"];
     stale_find_all_after_delete: StaleFindAllAfterDelete =>
         ["cancel_after_polls", "cancel_by_timeout", "concurrent_linearizable", "count", "delete",
-         "model_sequences", "model_sequences_with_reopen", "valid_ids"];
+         "model_sequences", "model_sequences_with_reopen", "shared_linearizable", "valid_ids"];
     find_all_unsorted: FindAllUnsorted =>
         ["delete", "find_all_order", "model_sequences", "model_sequences_with_reopen",
          "reopen_persists", "round_trip", "snapshot_reads", "upsert", "valid_ids"];
@@ -386,20 +418,29 @@ broken! {
     find_touches_stored_value: FindTouchesStoredValue =>
         ["cancel_after_polls", "cancel_by_timeout", "cancel_settles", "concurrent_distinct_writers",
          "concurrent_linearizable", "copy_isolation", "delete", "find_all_order", "invalid_ids",
-         "model_sequences", "model_sequences_with_reopen", "reopen_persists", "round_trip", "upsert",
-         "valid_ids"];
-    loses_buffer_on_reopen: LosesBufferOnReopen => ["model_sequences_with_reopen", "reopen_persists"];
+         "model_sequences", "model_sequences_with_reopen", "reopen_persists", "round_trip",
+         "shared_distinct_writers", "shared_linearizable", "upsert", "valid_ids"];
+    loses_buffer_on_reopen: LosesBufferOnReopen =>
+        ["model_sequences_with_reopen", "reopen_persists", "shared_distinct_writers"]
+        maybe ["shared_linearizable"];
     read_modify_write_across_await: ReadModifyWriteAcrossAwait =>
-        ["concurrent_distinct_writers"] maybe ["concurrent_linearizable"];
+        ["concurrent_distinct_writers", "shared_distinct_writers"]
+        maybe ["concurrent_linearizable", "shared_linearizable"];
     torn_save_across_await: TornSaveAcrossAwait =>
-        ["cancel_after_polls", "cancel_by_timeout"] maybe ["concurrent_linearizable"];
+        ["cancel_after_polls", "cancel_by_timeout"]
+        maybe ["concurrent_linearizable", "shared_linearizable"];
     blocking_count: BlockingCount => ["no_blocking_poll", "no_executor_stall"];
     cache_updated_late: CacheUpdatedLate =>
-        ["concurrent_linearizable"] maybe ["cancel_after_polls", "cancel_by_timeout"];
+        ["concurrent_linearizable", "shared_linearizable"]
+        maybe ["cancel_after_polls", "cancel_by_timeout"];
     refuses_longest_ids: RefusesLongestIds => ["round_trip", "valid_ids"];
     torn_find_all: TornFindAll => ["snapshot_reads"];
-    count_lags_behind: CountLagsBehind => ["snapshot_reads"];
+    count_lags_behind: CountLagsBehind => ["shared_distinct_writers", "snapshot_reads"]
+        maybe ["shared_linearizable"];
     blocks_every_save: BlocksEverySave => ["no_blocking_poll"];
     dropped_write_lands_late: DroppedWriteLandsLate =>
         ["cancel_settles"] maybe ["cancel_after_polls", "cancel_by_timeout"];
+    handle_keeps_own_copy: HandleKeepsOwnCopy =>
+        ["shared_distinct_writers", "shared_linearizable"];
+    caches_reads: CachesReads => ["shared_linearizable"];
 }

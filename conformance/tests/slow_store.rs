@@ -101,4 +101,5 @@ waggle_store_conformance::repository_conformance!(
         (store, shared)
     },
     reopen: |shared: &Shared| async move { SlowStore { records: Arc::clone(shared) } },
+    share: |shared: &Shared| async move { SlowStore { records: Arc::clone(shared) } },
 );

@@ -2,7 +2,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! `PgStore` through the public conformance macro: each store in a schema
-//! of its own; reopen is a new pool on the same schema.
+//! of its own; reopen is a new pool on the same schema, and so is share (a
+//! second server), opened while the first pool is still in use.
 
 #[cfg(waggle_postgres_server)]
 mod with_server {
@@ -18,6 +19,10 @@ mod with_server {
             (connect(&schema).await, Schema(schema))
         },
         reopen: |schema: &Schema| {
+            let name = schema.0.clone();
+            async move { connect(&name).await }
+        },
+        share: |schema: &Schema| {
             let name = schema.0.clone();
             async move { connect(&name).await }
         },
