@@ -38,6 +38,12 @@ fn us(secs: f64) -> String {
     format!("{:.1} µs", secs * 1e6)
 }
 
+/// `url` with one more query parameter.
+fn with_param(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
+}
+
 async fn store(url: &str, tag: &str) -> Arc<PgStore> {
     let options = PgOptions {
         schema: unique_schema(tag),
@@ -131,9 +137,13 @@ fn main() {
             ))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let pg = store(&url, "bench").await;
+        // Unencrypted like the bare client, for a like-for-like floor; and
+        // the same over TLS, to show what encryption costs.
+        let plain = with_param(&url, "sslmode=disable");
+        let pg = store(&plain, "bench").await;
         fill(&pg, 1_000).await;
-        let (mut bare, mut ours) = (Vec::new(), Vec::new());
+        let tls = store(&with_param(&url, "sslmode=require"), "bench-tls").await;
+        let (mut bare, mut ours, mut ours_tls) = (Vec::new(), Vec::new(), Vec::new());
         for k in 0..samples {
             let e = env(k % 1_000);
             let text =
@@ -147,11 +157,24 @@ fn main() {
             let t = Instant::now();
             pg.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
             ours.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            tls.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
+            ours_tls.push(t.elapsed().as_secs_f64());
         }
-        let (bare, ours) = (median(bare), median(ours));
+        drop(tls);
+        let (bare, ours, ours_tls) = (median(bare), median(ours), median(ours_tls));
         println!("## Save vs a bare prepared upsert, side by side ({samples} samples each)");
-        println!("| bare upsert p50 | PgStore save p50 | save / bare |\n|---:|---:|---:|");
-        println!("| {} | {} | {:.2}× |", us(bare), us(ours), ours / bare);
+        println!(
+            "| bare upsert p50 | PgStore save p50 | save / bare | PgStore over TLS p50 | TLS / bare |\n|---:|---:|---:|---:|---:|"
+        );
+        println!(
+            "| {} | {} | {:.2}× | {} | {:.2}× |",
+            us(bare),
+            us(ours),
+            ours / bare,
+            us(ours_tls),
+            ours_tls / bare
+        );
         println!();
 
         let one = throughput(&pg, 1, window).await;
@@ -164,7 +187,7 @@ fn main() {
 
         // One pool at a time: the server takes 100 connections.
         drop(pg);
-        let at = store(&url, "big").await;
+        let at = store(&plain, "big").await;
         let started = Instant::now();
         fill(&at, big).await;
         let filled = started.elapsed();
