@@ -37,16 +37,23 @@ mod with_server {
         let env = waggle_store::Environment::new("shared", "one", waggle_store::Runtime::Shell);
         stores[0].save(&env).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(stores[7].find_by_id("shared").await.ok(), Some(env));
-        let versions: i64 = raw()
+        let versions: String = raw()
             .await
             .query_one(
-                &format!("SELECT count(*) FROM \"{schema}\".waggle_schema"),
+                &format!(
+                    "SELECT string_agg(version::text, ',' ORDER BY version) FROM \"{schema}\".waggle_schema"
+                ),
                 &[],
             )
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .get(0);
-        assert_eq!(versions, 1, "the migration ran more than once");
+        assert_eq!(versions, "1,2", "each migration is recorded once");
+        assert_eq!(
+            stores[3].count().await.ok(),
+            Some(1),
+            "the count slots were made once"
+        );
     }
 
     /// A schema a newer waggle-store wrote is refused, and left as it was.
@@ -67,22 +74,114 @@ mod with_server {
             schema: schema.clone(),
             ..PgOptions::default()
         };
+        let contents = async || -> String {
+            client
+                .query_one(
+                    &format!(
+                        "SELECT (SELECT string_agg(version::text, ',' ORDER BY version) \
+                                 FROM \"{schema}\".waggle_schema) || ' / ' || \
+                                (SELECT string_agg(id || '=' || record, ',' ORDER BY id) \
+                                 FROM \"{schema}\".environments)"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .get(0)
+        };
+        let before = contents().await;
         let err = PgStore::connect(&url, options)
             .await
             .expect_err("a newer schema opened");
         assert!(err.to_string().contains("newer waggle-store"), "{err}");
-        let rows: i64 = client
-            .query_one(
-                &format!(
-                    "SELECT (SELECT count(*) FROM \"{schema}\".waggle_schema) * 10 + \
-                     (SELECT count(*) FROM \"{schema}\".environments)"
-                ),
+        assert!(before.ends_with(",99 / kept=not a record"), "{before}");
+        assert_eq!(contents().await, before, "the refused schema was changed");
+    }
+
+    /// A version 1 schema (no count slots) holding records is upgraded on
+    /// open, and its count is right from the first call; inserts, upserts
+    /// and deletes keep it right.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_1_schema_is_upgraded_and_counted() {
+        let schema = unique_schema("v1");
+        drop(connect(&schema).await);
+        // Back to what version 1 made, with three records written as a
+        // version 1 server would.
+        let client = raw().await;
+        client
+            .batch_execute(&format!(
+                "DROP TRIGGER environments_counted ON \"{schema}\".environments; \
+                 DROP FUNCTION \"{schema}\".environments_counted(); \
+                 DROP TABLE \"{schema}\".environment_count; \
+                 DELETE FROM \"{schema}\".waggle_schema WHERE version > 1"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let v1 = connect_v1_writes(&client, &schema, &["a", "b", "c"]).await;
+        let store = connect(&schema).await;
+        assert_eq!(store.count().await.ok(), Some(v1));
+        let env = |id: &str| waggle_store::Environment::new(id, "v2", waggle_store::Runtime::Shell);
+        store
+            .save(&env("d"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .save(&env("a"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.delete("b").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.count().await.ok(), Some(3));
+        let report = store.check().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.is_ok() && report.records_ok == 3, "{report:?}");
+    }
+
+    /// Writes records straight into the table, as a version 1 server did;
+    /// returns how many.
+    async fn connect_v1_writes(
+        client: &tokio_postgres::Client,
+        schema: &str,
+        ids: &[&str],
+    ) -> usize {
+        for id in ids {
+            let env = waggle_store::Environment::new(*id, "v1", waggle_store::Runtime::Shell);
+            let record = String::from_utf8(
+                waggle_store::record::encode(&env).unwrap_or_else(|e| panic!("{e}")),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            client
+                .execute(
+                    &format!("INSERT INTO \"{schema}\".environments VALUES ($1, $2)"),
+                    &[id, &record],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        ids.len()
+    }
+
+    /// `check` reports a count that disagrees with the rows (a slot changed
+    /// behind the store's back).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn check_sees_a_count_that_drifted() {
+        let schema = unique_schema("drift");
+        let store = connect(&schema).await;
+        let env = waggle_store::Environment::new("one", "x", waggle_store::Runtime::Shell);
+        store.save(&env).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            store.check().await.ok().and_then(|r| r.integrity),
+            Some(true)
+        );
+        raw()
+            .await
+            .execute(
+                &format!("UPDATE \"{schema}\".environment_count SET n = n + 1 WHERE slot = 7"),
                 &[],
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .get(0);
-        assert_eq!(rows, 21, "the refused schema was changed");
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.count().await.ok(), Some(2));
+        let report = store.check().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.integrity, Some(false), "{report:?}");
     }
 
     /// `WAGGLE_STORE=postgres` with `WAGGLE_STORE_URL` and
@@ -139,8 +238,9 @@ mod with_server {
         );
     }
 
-    /// Once the schema exists, a role with only `USAGE` on it and the four
-    /// table privileges (no `CREATE` anywhere) opens it and works: opening
+    /// Once the schema exists, a role with only `USAGE` on it and the table
+    /// privileges the README lists (no `CREATE` anywhere) opens it and
+    /// works: opening
     /// an up-to-date schema creates nothing. The same role cannot create a
     /// new one, and says so.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,6 +257,7 @@ mod with_server {
                  REVOKE CREATE ON SCHEMA public FROM PUBLIC; \
                  GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\"; \
                  GRANT SELECT, INSERT, UPDATE, DELETE ON \"{schema}\".environments TO \"{role}\"; \
+                 GRANT SELECT, UPDATE ON \"{schema}\".environment_count TO \"{role}\"; \
                  GRANT SELECT ON \"{schema}\".waggle_schema TO \"{role}\""
             ))
             .await
