@@ -19,10 +19,25 @@ use crate::{Cli, Command, EXIT_DAMAGED};
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = match &cli.store {
+    let mut config = match &cli.store {
         Some(arg) => StoreConfig::from_arg(arg),
         None => StoreConfig::from_env()?,
     };
+    if let StoreConfig::Postgres { schema, .. } = &mut config {
+        // From the environment, the schema came with the URL; with
+        // `--store`, $WAGGLE_STORE_SCHEMA still names it. `--schema` wins.
+        let named_by_env = || {
+            cli.store.as_ref()?;
+            std::env::var("WAGGLE_STORE_SCHEMA")
+                .ok()
+                .filter(|s| !s.is_empty())
+        };
+        if let Some(chosen) = cli.schema.clone().or_else(named_by_env) {
+            *schema = chosen;
+        }
+    } else if cli.schema.is_some() {
+        bail!("--schema applies to a PostgreSQL store (--store postgres://…)");
+    }
     match cli.command {
         Command::Demo => crate::demo::run(cli.store.as_deref().map(|_| &config)).await?,
         Command::List {

@@ -31,14 +31,24 @@ const EXIT_DAMAGED: u8 = 3;
 #[command(name = "waggle-store", version, propagate_version = true)]
 struct Cli {
     /// The store: a redb file path, `memory`, or a `postgres://` URL
-    /// (schema `waggle`). Overrides the environment.
+    /// (TLS: add `sslmode=verify-full&sslrootcert=ca.pem`). Overrides the
+    /// environment.
     #[arg(
         long,
         global = true,
-        value_name = "PATH|memory",
+        value_name = "PATH|memory|URL",
         value_parser = clap::builder::NonEmptyStringValueParser::new()
     )]
     store: Option<String>,
+    /// The schema of a PostgreSQL store (default: $WAGGLE_STORE_SCHEMA,
+    /// else `waggle`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    schema: Option<String>,
     #[command(subcommand)]
     command: Command,
 }

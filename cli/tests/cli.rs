@@ -96,6 +96,14 @@ fn read_commands() {
         stderr(&missing)
     );
 
+    let schema_on_redb = cli(&path, &["--schema", "s", "count"]);
+    assert_eq!(schema_on_redb.status.code(), Some(1));
+    assert!(
+        stderr(&schema_on_redb).contains("--schema applies to a PostgreSQL store"),
+        "{}",
+        stderr(&schema_on_redb)
+    );
+
     let bad_status = cli(&path, &["list", "--status", "sleeping"]);
     assert_eq!(bad_status.status.code(), Some(2), "usage errors exit 2");
     let empty_store = cli(Path::new(""), &["count"]);

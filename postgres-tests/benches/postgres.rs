@@ -82,6 +82,50 @@ async fn throughput(store: &Arc<PgStore>, writers: usize, window: Duration) -> f
     total as f64 / window.as_secs_f64()
 }
 
+/// Upserts per second with `writers` bare `tokio-postgres` clients, each on
+/// its own connection and ids, into `table`, for `window`: the machine's
+/// ceiling for the same workload.
+async fn bare_throughput(url: &str, table: &str, writers: usize, window: Duration) -> f64 {
+    let mut clients = Vec::new();
+    for _ in 0..writers {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(connection);
+        let upsert = client
+            .prepare(&format!(
+                "INSERT INTO {table} (id, record) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        clients.push((client, upsert));
+    }
+    let deadline = Instant::now() + window;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (w, (client, upsert)) in clients.into_iter().enumerate() {
+        tasks.spawn(async move {
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let e = env(w * 50 + n % 50);
+                let text =
+                    String::from_utf8(record::encode(&e).unwrap_or_default()).unwrap_or_default();
+                client
+                    .execute(&upsert, &[&e.id, &text])
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+            n
+        });
+    }
+    let mut total = 0;
+    while let Some(n) = tasks.join_next().await {
+        total += n.unwrap_or(0);
+    }
+    total as f64 / window.as_secs_f64()
+}
+
 async fn fill(store: &Arc<PgStore>, n: usize) {
     let mut tasks = tokio::task::JoinSet::new();
     for chunk in 0..64 {
@@ -206,14 +250,23 @@ fn main() {
 
         let one = throughput(&pg, 1, window).await;
         let many = throughput(&pg, 64, window).await;
-        println!("## Save throughput ({window:?} each)");
-        println!("| writers | saves/s | vs 1 writer |\n|---:|---:|---:|");
-        println!("| 1 | {one:.0} | 1.0× |");
-        println!("| 64 | {many:.0} | {:.1}× |", many / one);
-        println!();
-
         // One pool at a time: the server takes 100 connections.
         drop(pg);
+        let bare_table = format!("\"{bare_schema}\".t");
+        let bare_one = bare_throughput(&url, &bare_table, 1, window).await;
+        let bare_many = bare_throughput(&url, &bare_table, 64, window).await;
+        println!("## Save throughput ({window:?} each), beside bare clients on their own connections");
+        println!(
+            "| writers | PgStore saves/s | vs 1 writer | bare upserts/s | vs 1 writer |\n|---:|---:|---:|---:|---:|"
+        );
+        println!("| 1 | {one:.0} | 1.0× | {bare_one:.0} | 1.0× |");
+        println!(
+            "| 64 | {many:.0} | {:.1}× | {bare_many:.0} | {:.1}× |",
+            many / one,
+            bare_many / bare_one
+        );
+        println!();
+
         let at = store(&plain, "big").await;
         let started = Instant::now();
         fill(&at, big).await;
@@ -244,7 +297,11 @@ fn main() {
                 ours <= 1.2 * bare,
             ),
             (
-                format!("64 writers ≥ 10 × one writer: {:.1}×", many / one),
+                format!(
+                    "64 writers ≥ 10 × one writer: {:.1}× (bare clients on this machine: {:.1}×)",
+                    many / one,
+                    bare_many / bare_one
+                ),
                 many >= 10.0 * one,
             ),
         ] {
