@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use crate::domain::{InvalidId, InvalidTransition};
+use crate::revisions::{Expected, Revision};
 
 /// A boxed error from the layer below (redb, the file system, …).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -26,6 +27,17 @@ pub enum Error {
     /// A lifecycle transition the domain does not allow.
     #[error(transparent)]
     InvalidTransition(#[from] InvalidTransition),
+    /// A conditional write found something other than it expected under
+    /// `id`; nothing was written.
+    #[error("environment {id:?} was not written: expected {expected}, found {}", found.map_or_else(|| "no value".to_owned(), |r| r.to_string()))]
+    Conflict {
+        /// The id written to.
+        id: String,
+        /// What the write expected.
+        expected: Expected,
+        /// What is stored: its revision, or `None` for nothing.
+        found: Option<Revision>,
+    },
     /// The stored record for `id` cannot be decoded.
     #[error("stored record {id:?} is corrupt: {reason}")]
     Corrupt {
@@ -88,11 +100,17 @@ impl Error {
         matches!(self, Error::NotFound { .. })
     }
 
-    /// The id of a [`NotFound`](Error::NotFound), [`Corrupt`](Error::Corrupt)
+    /// Whether this is [`Error::Conflict`].
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+
+    /// The id of a [`NotFound`](Error::NotFound), [`Conflict`](Error::Conflict), [`Corrupt`](Error::Corrupt)
     /// or [`UnsupportedSchema`](Error::UnsupportedSchema) error.
     pub fn id(&self) -> Option<&str> {
         match self {
             Error::NotFound { id }
+            | Error::Conflict { id, .. }
             | Error::Corrupt { id, .. }
             | Error::UnsupportedSchema { id, .. } => Some(id),
             Error::InvalidId(e) => Some(&e.id),

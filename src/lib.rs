@@ -12,7 +12,8 @@
 //!
 //! 1. [`domain`]: the entity and its rules; no I/O.
 //! 2. [`record`]: the JSON record format.
-//! 3. [`Repository`] and [`Error`]: the contract.
+//! 3. [`Repository`] and [`Error`]: the contract; [`revisions`]: its
+//!    conditional writes ([`Revisioned`]).
 //! 4. [`store`]: one module per backend.
 //! 5. [`config`]: choosing and opening a store.
 #![deny(missing_docs)]
@@ -22,6 +23,7 @@ pub mod domain;
 mod error;
 pub mod record;
 mod repository;
+pub mod revisions;
 pub mod store;
 
 pub use async_trait::async_trait;
@@ -30,6 +32,7 @@ pub use config::StoreConfig;
 pub use domain::{Capabilities, Environment, Runtime, Status};
 pub use error::{BoxError, Error, Result};
 pub use repository::Repository;
+pub use revisions::{Expected, Revision, Revisioned, RevisionedExt, Versioned};
 pub use store::memory::MemoryStore;
 pub use store::redb::RedbStore;
 

@@ -15,7 +15,8 @@
 //!
 //! Each check in [`CHECKS`] becomes its own `#[test]`, named
 //! `my_store::<check>`, so `cargo test my_store::upsert` runs one. Checks
-//! that need a capability the backend did not give (`reopen`, `share`) are
+//! that need a capability the backend did not give (`reopen`, `share`,
+//! `revisions`) are
 //! generated as ignored tests whose reason says so — visible in the test
 //! output, never a silent pass.
 //!
@@ -31,6 +32,7 @@ pub mod generate;
 mod harness;
 mod linearizability;
 pub mod model;
+pub mod revisions;
 pub mod snapshot;
 
 pub use harness::{Harness, Instance};
@@ -61,6 +63,9 @@ pub enum Capability {
     /// `share`: open a second store on the same storage while the first is
     /// open.
     Share,
+    /// `revisions: true`: the store implements
+    /// [`Revisioned`](waggle_store::Revisioned).
+    Revisions,
 }
 
 /// One check of the suite.
@@ -90,6 +95,14 @@ const fn shared_check(name: &'static str, guarantees: &'static str) -> Check {
     Check {
         name,
         needs: Some(Capability::Share),
+        guarantees,
+    }
+}
+
+const fn revision_check(name: &'static str, guarantees: &'static str) -> Check {
+    Check {
+        name,
+        needs: Some(Capability::Revisions),
         guarantees,
     }
 }
@@ -204,6 +217,26 @@ pub const CHECKS: &[Check] = &[
         "shared_distinct_writers",
         "64 tasks saving distinct ids split over two handles on the same storage: nothing is lost, and each handle reads every record",
     ),
+    revision_check(
+        "revision_conflicts",
+        "save_if and delete_if write only when the stored revision (or absence) is the one expected; otherwise Conflict carrying the id, what was expected and what is stored, and nothing written",
+    ),
+    revision_check(
+        "revisions_increase",
+        "an id's revisions strictly increase across plain and conditional saves, deletes and re-creates, and across reopens (a delete before one included) where the backend offers reopen",
+    ),
+    revision_check(
+        "revision_cancellation",
+        "save_if, delete_if, update and find_revision dropped after 0…8 polls leave value and revision as before or fully after, the store usable, and never land after a later write",
+    ),
+    revision_check(
+        "lost_updates",
+        "64 tasks incrementing one field of one id through update at once lose no increment, on one handle and split over two where the backend offers share",
+    ),
+    revision_check(
+        "model_revisions",
+        "random sequences of plain and conditional writes, reads and updates agree with a model tracking each id's value and revision",
+    ),
 ];
 
 /// The names of [`CHECKS`], in order.
@@ -263,6 +296,25 @@ where
     }
 }
 
+/// Runs the revision check called `name` (one that needs
+/// [`Capability::Revisions`]) against stores from `harness`; panics with
+/// the check and case name on failure.
+pub fn run_revision_check<S, G>(name: &str, harness: &Harness<S, G>)
+where
+    S: waggle_store::Revisioned + 'static,
+    G: Send + 'static,
+{
+    let rt = multi_thread();
+    match name {
+        "revision_conflicts" => rt.block_on(revisions::revision_conflicts(harness)),
+        "revisions_increase" => rt.block_on(revisions::revisions_increase(harness)),
+        "revision_cancellation" => rt.block_on(revisions::revision_cancellation(harness)),
+        "lost_updates" => rt.block_on(revisions::lost_updates(harness)),
+        "model_revisions" => revisions::model_revisions(harness, &rt),
+        other => panic!("no revision check is called {other:?}"),
+    }
+}
+
 /// Generates one `#[test]` per conformance check, in a module called
 /// `$name`, against stores made by `fresh` (reopened by `reopen`, shared by
 /// `share`).
@@ -278,8 +330,11 @@ where
 ///   forms: opens a second store on the storage the guard names while the
 ///   first stays open, as a second server on the same database would. A
 ///   backend with one writer per storage (redb) does not offer it.
+/// * `revisions: true` — optional: the store implements
+///   [`Revisioned`](waggle_store::Revisioned); the revision checks run.
 ///
-/// Without `reopen` or `share`, the checks that need it are generated with
+/// The optional arguments may come in any order, each at most once.
+/// Without one, the checks that need it are generated with
 /// `#[ignore = "skipped: …"]` and show as ignored.
 ///
 /// The module does `use super::*`, so names imported where the macro is
@@ -287,28 +342,28 @@ where
 #[macro_export]
 macro_rules! repository_conformance {
     ($name:ident, fresh: $fresh:expr $(, $($rest:tt)*)?) => {
-        $crate::__conformance_args!(@munch $name, ($fresh), (), (), $($($rest)*)?);
+        $crate::__conformance_args!(@munch $name, ($fresh), (), (), (), $($($rest)*)?);
     };
 }
 
-/// Reads the optional `reopen:` and `share:` arguments (in either order) of
-/// [`repository_conformance!`], in that order, into a harness.
+/// Reads the optional `reopen:`, `share:` and `revisions:` arguments (in
+/// any order) of [`repository_conformance!`] into a harness.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_args {
     // A closure `|guard: &G| body`, whose future may borrow the guard,
     // becomes an async closure. `$guard:tt` matches a name and `_` alike.
-    (@munch $name:ident, $fresh:tt, (), $share:tt,
+    (@munch $name:ident, $fresh:tt, (), $share:tt, $rev:tt,
         reopen: $(move)? |$guard:tt : $ty:ty| $body:expr $(, $($rest:tt)*)?) => {
         $crate::__conformance_args!(@munch $name, $fresh,
-            (async move |$guard: $ty| ($body).await), $share, $($($rest)*)?);
+            (async move |$guard: $ty| ($body).await), $share, $rev, $($($rest)*)?);
     };
-    (@munch $name:ident, $fresh:tt, $reopen:tt, (),
+    (@munch $name:ident, $fresh:tt, $reopen:tt, (), $rev:tt,
         share: $(move)? |$guard:tt : $ty:ty| $body:expr $(, $($rest:tt)*)?) => {
         $crate::__conformance_args!(@munch $name, $fresh, $reopen,
-            (async move |$guard: $ty| ($body).await), $($($rest)*)?);
+            (async move |$guard: $ty| ($body).await), $rev, $($($rest)*)?);
     };
-    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt,
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $rev:tt,
         $arg:ident: $(move)? |$guard:tt| $body:expr $(, $($rest:tt)*)?) => {
         ::core::compile_error!(concat!(
             "repository_conformance!: give the guard's type in `", stringify!($arg),
@@ -316,35 +371,35 @@ macro_rules! __conformance_args {
             ": &MyGuard| async move { … }`"
         ));
     };
-    (@munch $name:ident, $fresh:tt, (), $share:tt,
+    (@munch $name:ident, $fresh:tt, (), $share:tt, $rev:tt,
         reopen: $reopen:expr $(, $($rest:tt)*)?) => {
-        $crate::__conformance_args!(@munch $name, $fresh, ($reopen), $share, $($($rest)*)?);
+        $crate::__conformance_args!(@munch $name, $fresh, ($reopen), $share, $rev, $($($rest)*)?);
     };
-    (@munch $name:ident, $fresh:tt, $reopen:tt, (),
+    (@munch $name:ident, $fresh:tt, $reopen:tt, (), $rev:tt,
         share: $share:expr $(, $($rest:tt)*)?) => {
-        $crate::__conformance_args!(@munch $name, $fresh, $reopen, ($share), $($($rest)*)?);
+        $crate::__conformance_args!(@munch $name, $fresh, $reopen, ($share), $rev, $($($rest)*)?);
     };
-    (@munch $name:ident, ($fresh:expr), $reopen:tt, $share:tt,) => {
-        $crate::__conformance_args!(@munch $name, ($fresh), $reopen, $share);
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, (),
+        revisions: true $(, $($rest:tt)*)?) => {
+        $crate::__conformance_args!(@munch $name, $fresh, $reopen, $share, (true), $($($rest)*)?);
     };
-    (@munch $name:ident, ($fresh:expr), (), ()) => {
-        $crate::__conformance_module!($name, ($crate::Harness::new($fresh)), skip_reopen, skip_share);
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $rev:tt,) => {
+        $crate::__conformance_args!(@munch $name, $fresh, $reopen, $share, $rev);
     };
-    (@munch $name:ident, ($fresh:expr), ($reopen:expr), ()) => {
-        $crate::__conformance_module!($name,
-            ($crate::Harness::new($fresh).with_reopen($reopen)), run, skip_share);
+    (@munch $name:ident, ($fresh:expr), $reopen:tt, $share:tt, $rev:tt) => {
+        $crate::__conformance_module!(
+            $name,
+            ($crate::__conformance_args!(@with
+                $crate::__conformance_args!(@with $crate::Harness::new($fresh), with_reopen, $reopen),
+                with_share, $share)),
+            $reopen, $share, $rev
+        );
     };
-    (@munch $name:ident, ($fresh:expr), (), ($share:expr)) => {
-        $crate::__conformance_module!($name,
-            ($crate::Harness::new($fresh).with_share($share)), skip_reopen, run);
-    };
-    (@munch $name:ident, ($fresh:expr), ($reopen:expr), ($share:expr)) => {
-        $crate::__conformance_module!($name,
-            ($crate::Harness::new($fresh).with_reopen($reopen).with_share($share)), run, run);
-    };
-    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $($other:tt)+) => {
+    (@with $harness:expr, $method:ident, ()) => { $harness };
+    (@with $harness:expr, $method:ident, ($arg:expr)) => { $harness.$method($arg) };
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $rev:tt, $($other:tt)+) => {
         ::core::compile_error!(concat!(
-            "repository_conformance!: after `fresh`, expected `reopen: …` and `share: …` (each optional, each at most once), found `",
+            "repository_conformance!: after `fresh`, expected `reopen: …`, `share: …` or `revisions: true` (each optional, each at most once), found `",
             stringify!($($other)+), "`"
         ));
     };
@@ -353,7 +408,7 @@ macro_rules! __conformance_args {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_module {
-    ($name:ident, $harness:tt, $reopen:ident, $share:ident) => {
+    ($name:ident, $harness:tt, $reopen:tt, $share:tt, $rev:tt) => {
         #[allow(unused_imports)]
         mod $name {
             use super::*;
@@ -367,9 +422,9 @@ macro_rules! __conformance_module {
             $crate::__conformance_test!(invalid_ids, $harness, run);
             $crate::__conformance_test!(valid_ids, $harness, run);
             $crate::__conformance_test!(copy_isolation, $harness, run);
-            $crate::__conformance_test!(reopen_persists, $harness, $reopen);
+            $crate::__conformance_test!(reopen_persists, $harness, reopen $reopen);
             $crate::__conformance_test!(model_sequences, $harness, run);
-            $crate::__conformance_test!(model_sequences_with_reopen, $harness, $reopen);
+            $crate::__conformance_test!(model_sequences_with_reopen, $harness, reopen $reopen);
             $crate::__conformance_test!(cancel_after_polls, $harness, run);
             $crate::__conformance_test!(cancel_by_timeout, $harness, run);
             $crate::__conformance_test!(cancel_settles, $harness, run);
@@ -378,8 +433,13 @@ macro_rules! __conformance_module {
             $crate::__conformance_test!(concurrent_linearizable, $harness, run);
             $crate::__conformance_test!(snapshot_reads, $harness, run);
             $crate::__conformance_test!(concurrent_distinct_writers, $harness, run);
-            $crate::__conformance_test!(shared_linearizable, $harness, $share);
-            $crate::__conformance_test!(shared_distinct_writers, $harness, $share);
+            $crate::__conformance_test!(shared_linearizable, $harness, share $share);
+            $crate::__conformance_test!(shared_distinct_writers, $harness, share $share);
+            $crate::__conformance_test!(revision_conflicts, $harness, revisions $rev);
+            $crate::__conformance_test!(revisions_increase, $harness, revisions $rev);
+            $crate::__conformance_test!(revision_cancellation, $harness, revisions $rev);
+            $crate::__conformance_test!(lost_updates, $harness, revisions $rev);
+            $crate::__conformance_test!(model_revisions, $harness, revisions $rev);
 
             /// The macro generates a test for every check the crate knows.
             #[test]
@@ -407,6 +467,11 @@ macro_rules! __conformance_module {
                     "concurrent_distinct_writers",
                     "shared_linearizable",
                     "shared_distinct_writers",
+                    "revision_conflicts",
+                    "revisions_increase",
+                    "revision_cancellation",
+                    "lost_updates",
+                    "model_revisions",
                 ];
                 assert_eq!(generated.to_vec(), $crate::check_names());
             }
@@ -423,16 +488,35 @@ macro_rules! __conformance_test {
             $crate::run_check(stringify!($check), &$harness);
         }
     };
-    ($check:ident, ($harness:expr), skip_reopen) => {
+    ($check:ident, ($harness:expr), reopen ()) => {
         #[test]
         #[ignore = "skipped: this backend gave repository_conformance! no `reopen`"]
         fn $check() {
             $crate::run_check(stringify!($check), &$harness);
         }
     };
-    ($check:ident, ($harness:expr), skip_share) => {
+    ($check:ident, ($harness:expr), share ()) => {
         #[test]
         #[ignore = "skipped: this backend gave repository_conformance! no `share` (a second handle on the same storage)"]
+        fn $check() {
+            $crate::run_check(stringify!($check), &$harness);
+        }
+    };
+    ($check:ident, ($harness:expr), revisions ()) => {
+        #[test]
+        #[ignore = "skipped: this backend gave repository_conformance! no `revisions: true` (it does not implement Revisioned)"]
+        fn $check() {
+            panic!("this backend does not implement Revisioned: the check cannot run");
+        }
+    };
+    ($check:ident, ($harness:expr), revisions ($($given:tt)+)) => {
+        #[test]
+        fn $check() {
+            $crate::run_revision_check(stringify!($check), &$harness);
+        }
+    };
+    ($check:ident, ($harness:expr), $capability:ident ($($given:tt)+)) => {
+        #[test]
         fn $check() {
             $crate::run_check(stringify!($check), &$harness);
         }

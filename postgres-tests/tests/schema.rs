@@ -6,8 +6,8 @@
 
 #[cfg(waggle_postgres_server)]
 mod with_server {
-    use waggle_store::Repository;
     use waggle_store::store::postgres::{PgOptions, PgStore};
+    use waggle_store::{Repository, Revisioned};
     use waggle_store_postgres_tests::{connect, server_url, unique_schema};
 
     async fn raw() -> tokio_postgres::Client {
@@ -48,7 +48,7 @@ mod with_server {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .get(0);
-        assert_eq!(versions, "1,2", "each migration is recorded once");
+        assert_eq!(versions, "1,2,3", "each migration is recorded once");
         assert_eq!(
             stores[3].count().await.ok(),
             Some(1),
@@ -98,9 +98,10 @@ mod with_server {
         assert_eq!(contents().await, before, "the refused schema was changed");
     }
 
-    /// A version 1 schema (no count slots) holding records is upgraded on
-    /// open, and its count is right from the first call; inserts, upserts
-    /// and deletes keep it right.
+    /// A version 1 schema (no count slots, no revisions) holding records is
+    /// upgraded on open: its count is right from the first call, inserts,
+    /// upserts and deletes keep it right, and every record it held has a
+    /// revision of its own, older than any written after.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_version_1_schema_is_upgraded_and_counted() {
         let schema = unique_schema("v1");
@@ -110,7 +111,9 @@ mod with_server {
         let client = raw().await;
         client
             .batch_execute(&format!(
-                "DROP TRIGGER environments_counted ON \"{schema}\".environments; \
+                "ALTER TABLE \"{schema}\".environments DROP COLUMN revision; \
+                 DROP SEQUENCE \"{schema}\".revisions; \
+                 DROP TRIGGER environments_counted ON \"{schema}\".environments; \
                  DROP FUNCTION \"{schema}\".environments_counted(); \
                  DROP TABLE \"{schema}\".environment_count; \
                  DELETE FROM \"{schema}\".waggle_schema WHERE version > 1"
@@ -120,6 +123,19 @@ mod with_server {
         let v1 = connect_v1_writes(&client, &schema, &["a", "b", "c"]).await;
         let store = connect(&schema).await;
         assert_eq!(store.count().await.ok(), Some(v1));
+        let old: Vec<_> = store
+            .find_all_revisions()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|v| v.revision)
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = old.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            v1,
+            "each upgraded record has a revision of its own: {old:?}"
+        );
         let env = |id: &str| waggle_store::Environment::new(id, "v2", waggle_store::Runtime::Shell);
         store
             .save(&env("d"))
@@ -131,6 +147,12 @@ mod with_server {
             .unwrap_or_else(|e| panic!("{e}"));
         store.delete("b").await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.count().await.ok(), Some(3));
+        let newer = store
+            .find_revision("a")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .revision;
+        assert!(old.iter().all(|r| *r < newer), "{old:?} then {newer}");
         let report = store.check().await.unwrap_or_else(|e| panic!("{e}"));
         assert!(report.is_ok() && report.records_ok == 3, "{report:?}");
     }
@@ -258,6 +280,7 @@ mod with_server {
                  GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\"; \
                  GRANT SELECT, INSERT, UPDATE, DELETE ON \"{schema}\".environments TO \"{role}\"; \
                  GRANT SELECT, UPDATE ON \"{schema}\".environment_count TO \"{role}\"; \
+                 GRANT USAGE ON SEQUENCE \"{schema}\".revisions TO \"{role}\"; \
                  GRANT SELECT ON \"{schema}\".waggle_schema TO \"{role}\""
             ))
             .await

@@ -51,6 +51,7 @@ use crate::domain::{Environment, validate_id};
 use crate::error::{Error, Result};
 use crate::record;
 use crate::repository::Repository;
+use crate::revisions::{Expected, Revision, Revisioned, Versioned};
 use crate::store::redb::CheckReport;
 
 mod tls;
@@ -59,6 +60,7 @@ mod tls;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_environments.sql"),
     include_str!("migrations/0002_count.sql"),
+    include_str!("migrations/0003_revisions.sql"),
 ];
 
 /// How to open a [`PgStore`].
@@ -106,19 +108,41 @@ struct Sql {
     delete: String,
     all: String,
     count: String,
+    /// Inserts only if the id is absent; returns the new revision.
+    create: String,
+    /// Updates only at revision `$3`; returns the new revision.
+    update_at: String,
+    /// Deletes only at revision `$2`.
+    delete_at: String,
+    /// The revision stored, for a conflict's report.
+    revision: String,
 }
 
 impl Sql {
     fn new(schema: &str) -> Self {
         let t = format!("{}.environments", quote(schema));
+        let next = format!("nextval('{}.revisions')", in_literal(&quote(schema)));
         Self {
             upsert: format!(
-                "INSERT INTO {t} (id, record) VALUES ($1, $2) \
-                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record"
+                "INSERT INTO {t} (id, record, revision) VALUES ($1, $2, {next}) \
+                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, revision = EXCLUDED.revision \
+                 RETURNING revision"
             ),
-            select: format!("SELECT record FROM {t} WHERE id = $1"),
-            delete: format!("DELETE FROM {t} WHERE id = $1"),
-            all: format!("SELECT id, record FROM {t} ORDER BY id"),
+            select: format!("SELECT record, revision FROM {t} WHERE id = $1"),
+            delete: format!("DELETE FROM {t} WHERE id = $1 RETURNING revision"),
+            all: format!("SELECT id, record, revision FROM {t} ORDER BY id"),
+            create: format!(
+                "INSERT INTO {t} (id, record, revision) VALUES ($1, $2, {next}) \
+                 ON CONFLICT (id) DO NOTHING RETURNING revision"
+            ),
+            update_at: format!(
+                "UPDATE {t} SET record = $2, revision = {next} WHERE id = $1 AND revision = $3 \
+                 RETURNING revision"
+            ),
+            delete_at: format!(
+                "DELETE FROM {t} WHERE id = $1 AND revision = $2 RETURNING revision"
+            ),
+            revision: format!("SELECT revision FROM {t} WHERE id = $1"),
             // Slots kept by a trigger (migration 2): exact, and 64 rows
             // to read rather than every record.
             count: format!(
@@ -132,6 +156,11 @@ impl Sql {
 /// `name` as a quoted SQL identifier.
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `text` ready to go between single quotes in SQL.
+fn in_literal(text: &str) -> String {
+    text.replace('\'', "''")
 }
 
 /// A [`Repository`] in a PostgreSQL database: see the [module docs](self).
@@ -292,13 +321,14 @@ impl PgStore {
     }
 
     /// Runs one write statement on a pooled connection (see the module
-    /// docs) and returns the rows it changed.
+    /// docs) and returns the rows it returned (the revision of each row it
+    /// wrote, as every write statement says `RETURNING revision`).
     async fn write(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         context: &'static str,
-    ) -> Result<u64> {
+    ) -> Result<Vec<tokio_postgres::Row>> {
         // Waiting here changes nothing: dropped now, nothing was sent.
         self.settle_orphans().await;
         let client = self.pool.get().await.map_err(pool_error)?;
@@ -310,7 +340,7 @@ impl PgStore {
             orphans: Arc::clone(&self.orphans),
         };
         let client = flight.client.as_ref().ok_or(Error::Closed)?;
-        let result = client.execute(&prepared, params).await;
+        let result = client.query(&prepared, params).await;
         // Answered: the connection goes back to the pool as it is.
         flight.client = None;
         result.map_err(pg_error(context))
@@ -471,7 +501,10 @@ async fn migrate(pool: &Pool, schema: &str) -> Result<()> {
     .await
     .map_err(pg_error("creating the schema"))?;
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        txn.batch_execute(&sql.replace("{schema}", &quoted))
+        let sql = sql
+            .replace("{schema_in_literal}", &in_literal(&quoted))
+            .replace("{schema}", &quoted);
+        txn.batch_execute(&sql)
             .await
             .map_err(pg_error("migrating the schema"))?;
         txn.execute(
@@ -563,7 +596,7 @@ impl Repository for PgStore {
             return Err(Error::not_found(id));
         }
         let deleted = self.write(&self.sql.delete, &[&id], "deleting").await?;
-        if deleted == 0 {
+        if deleted.is_empty() {
             return Err(Error::not_found(id));
         }
         Ok(())
@@ -581,5 +614,144 @@ impl Repository for PgStore {
             .map_err(pg_error("counting"))?
             .get(0);
         usize::try_from(n).map_err(|e| Error::storage("counting", e))
+    }
+}
+
+/// A revision as PostgreSQL stores it (a `bigint` from the schema's
+/// sequence, which starts at 1).
+fn revision(n: i64) -> Result<Revision> {
+    u64::try_from(n)
+        .map(Revision::new)
+        .map_err(|e| Error::storage("reading a revision", e))
+}
+
+fn as_bigint(r: Revision) -> i64 {
+    // Revisions come from a bigint sequence: any other one matches no row.
+    i64::try_from(r.get()).unwrap_or(-1)
+}
+
+impl PgStore {
+    /// What is stored under `id` now, for a conflict's report.
+    async fn conflict(&self, id: &str, expected: Expected) -> Error {
+        let found = async {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            let statement = prepared(&client, &self.sql.revision).await?;
+            let row = client
+                .query_opt(&statement, &[&id])
+                .await
+                .map_err(pg_error("reading a revision"))?;
+            row.map(|r| revision(r.get(0))).transpose()
+        };
+        match found.await {
+            Ok(found) => Error::Conflict {
+                id: id.to_owned(),
+                expected,
+                found,
+            },
+            Err(e) => e,
+        }
+    }
+}
+
+#[async_trait]
+impl Revisioned for PgStore {
+    /// # Cancel safety
+    ///
+    /// Cancel safe: one read statement; a dropped call changes nothing.
+    async fn find_revision(&self, id: &str) -> Result<Versioned> {
+        if validate_id(id).is_err() {
+            return Err(Error::not_found(id));
+        }
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = prepared(&client, &self.sql.select).await?;
+        let row = client
+            .query_opt(&statement, &[&id])
+            .await
+            .map_err(pg_error("reading"))?
+            .ok_or_else(|| Error::not_found(id))?;
+        Ok(Versioned {
+            env: decode(id, row.get(0))?,
+            revision: revision(row.get(1))?,
+        })
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: one read statement (one snapshot); a dropped call
+    /// changes nothing.
+    async fn find_all_revisions(&self) -> Result<Vec<Versioned>> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = prepared(&client, &self.sql.all).await?;
+        let rows = client
+            .query(&statement, &[])
+            .await
+            .map_err(pg_error("reading"))?;
+        tokio::task::spawn_blocking(move || {
+            rows.iter()
+                .map(|row| {
+                    Ok(Versioned {
+                        env: decode(row.get(0), row.get(1))?,
+                        revision: revision(row.get(2))?,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::storage("decoding", e))?
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe, like [`save`](Repository::save): one statement that
+    /// compares and writes.
+    async fn save_if(&self, env: &Environment, expected: Expected) -> Result<Revision> {
+        env.validate()?;
+        let bytes = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
+        let record =
+            String::from_utf8(bytes).map_err(|e| Error::storage("encoding the record", e))?;
+        let rows = match expected {
+            Expected::Absent => {
+                self.write(&self.sql.create, &[&env.id, &record], "saving")
+                    .await?
+            }
+            Expected::Revision(r) => {
+                self.write(
+                    &self.sql.update_at,
+                    &[&env.id, &record, &as_bigint(r)],
+                    "saving",
+                )
+                .await?
+            }
+        };
+        match rows.first() {
+            Some(row) => revision(row.get(0)),
+            None => Err(self.conflict(&env.id, expected).await),
+        }
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe, like [`delete`](Repository::delete): one statement that
+    /// compares and deletes.
+    async fn delete_if(&self, id: &str, expected: Revision) -> Result<()> {
+        let expected_as = Expected::Revision(expected);
+        if validate_id(id).is_err() {
+            return Err(Error::Conflict {
+                id: id.to_owned(),
+                expected: expected_as,
+                found: None,
+            });
+        }
+        let rows = self
+            .write(
+                &self.sql.delete_at,
+                &[&id, &as_bigint(expected)],
+                "deleting",
+            )
+            .await?;
+        if rows.is_empty() {
+            return Err(self.conflict(id, expected_as).await);
+        }
+        Ok(())
     }
 }

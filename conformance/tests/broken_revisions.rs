@@ -1,0 +1,389 @@
+// SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The revision checks test themselves: a correct revisioned store passes
+//! every check of the suite, and stores with one revision defect each fail
+//! exactly the checks named for them — every revision check failed by at
+//! least one. Among them, `save_if` that ignores its condition: `update`
+//! then is the blind read-modify-write a plain `save` gives, and
+//! `lost_updates` catches the increments it loses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use waggle_store::domain::validate_id;
+use waggle_store::{
+    Environment, Error, Expected, Repository, Result, Revision, Revisioned, Versioned, async_trait,
+};
+use waggle_store_conformance::{CHECKS, Capability, Harness, run_check, run_revision_check};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Defect {
+    /// None: the store is correct.
+    Correct,
+    /// `save_if` writes whatever is stored: `update` is a blind
+    /// read-modify-write.
+    IgnoresCondition,
+    /// `save_if` compares, awaits, then writes without comparing again.
+    CompareNotAtomic,
+    /// A refused `save_if` still writes the value (and reports Conflict).
+    ConflictStillWrites,
+    /// An id's revision counts its own writes: a re-created id starts over.
+    RevisionReusedAfterDelete,
+    /// Revisions continue from the highest one stored after a reopen: a
+    /// deleted id's revisions are issued again.
+    CounterNotPersisted,
+    /// `save_if` writes the value, awaits, then its revision.
+    RevisionBumpedLate,
+}
+
+#[derive(Default)]
+struct Durable {
+    state: Mutex<State>,
+}
+
+#[derive(Default, Clone)]
+struct State {
+    map: BTreeMap<String, Versioned>,
+    /// The last revision issued.
+    last: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Store {
+    defect: Defect,
+    durable: Arc<Durable>,
+}
+
+impl Store {
+    fn open(defect: Defect, durable: &Arc<Durable>) -> Self {
+        if defect == Defect::CounterNotPersisted {
+            let mut state = lock(&durable.state);
+            state.last = state
+                .map
+                .values()
+                .map(|v| v.revision.get())
+                .max()
+                .unwrap_or(0);
+        }
+        Self {
+            defect,
+            durable: Arc::clone(durable),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.durable.state)
+    }
+
+    /// The revision a write of `id` gets, given `state`.
+    fn next(&self, state: &mut State, id: &str) -> Revision {
+        if self.defect == Defect::RevisionReusedAfterDelete {
+            let n = state.map.get(id).map_or(1, |v| v.revision.get() + 1);
+            return Revision::new(n);
+        }
+        state.last += 1;
+        Revision::new(state.last)
+    }
+
+    fn conflict(state: &State, id: &str, expected: Expected) -> Error {
+        Error::Conflict {
+            id: id.to_owned(),
+            expected,
+            found: state.map.get(id).map(|v| v.revision),
+        }
+    }
+
+    fn holds(state: &State, id: &str, expected: Expected) -> bool {
+        let found = state.map.get(id).map(|v| v.revision);
+        match expected {
+            Expected::Absent => found.is_none(),
+            Expected::Revision(r) => found == Some(r),
+        }
+    }
+}
+
+#[async_trait]
+impl Repository for Store {
+    async fn save(&self, env: &Environment) -> Result<()> {
+        validate_id(&env.id)?;
+        let mut state = self.state();
+        let revision = self.next(&mut state, &env.id);
+        state.map.insert(
+            env.id.clone(),
+            Versioned {
+                env: env.clone(),
+                revision,
+            },
+        );
+        Ok(())
+    }
+    async fn find_by_id(&self, id: &str) -> Result<Environment> {
+        self.state()
+            .map
+            .get(id)
+            .map(|v| v.env.clone())
+            .ok_or_else(|| Error::not_found(id))
+    }
+    async fn find_all(&self) -> Result<Vec<Environment>> {
+        Ok(self.state().map.values().map(|v| v.env.clone()).collect())
+    }
+    async fn delete(&self, id: &str) -> Result<()> {
+        let mut state = self.state();
+        state.map.remove(id).ok_or_else(|| Error::not_found(id))?;
+        if self.defect != Defect::RevisionReusedAfterDelete {
+            state.last += 1;
+        }
+        Ok(())
+    }
+    async fn count(&self) -> Result<usize> {
+        Ok(self.state().map.len())
+    }
+}
+
+#[async_trait]
+impl Revisioned for Store {
+    async fn find_revision(&self, id: &str) -> Result<Versioned> {
+        self.state()
+            .map
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(id))
+    }
+    async fn find_all_revisions(&self) -> Result<Vec<Versioned>> {
+        Ok(self.state().map.values().cloned().collect())
+    }
+    async fn save_if(&self, env: &Environment, expected: Expected) -> Result<Revision> {
+        validate_id(&env.id)?;
+        match self.defect {
+            Defect::CompareNotAtomic => {
+                if !Self::holds(&self.state(), &env.id, expected) {
+                    return Err(Self::conflict(&self.state(), &env.id, expected));
+                }
+                tokio::task::yield_now().await;
+            }
+            Defect::RevisionBumpedLate => {
+                let old = {
+                    let mut state = self.state();
+                    if !Self::holds(&state, &env.id, expected) {
+                        return Err(Self::conflict(&state, &env.id, expected));
+                    }
+                    let old = state.map.get(&env.id).map(|v| v.revision);
+                    let revision = old.unwrap_or(Revision::new(0));
+                    state.map.insert(
+                        env.id.clone(),
+                        Versioned {
+                            env: env.clone(),
+                            revision,
+                        },
+                    );
+                    old
+                };
+                let _ = old;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let mut state = self.state();
+                let revision = self.next(&mut state, &env.id);
+                if let Some(v) = state.map.get_mut(&env.id) {
+                    v.revision = revision;
+                }
+                return Ok(revision);
+            }
+            _ => {}
+        }
+        let mut state = self.state();
+        // CompareNotAtomic compared before its await, and does not again.
+        let compares = !matches!(
+            self.defect,
+            Defect::IgnoresCondition | Defect::CompareNotAtomic
+        );
+        if compares && !Self::holds(&state, &env.id, expected) {
+            let conflict = Self::conflict(&state, &env.id, expected);
+            if self.defect == Defect::ConflictStillWrites {
+                let revision = self.next(&mut state, &env.id);
+                state.map.insert(
+                    env.id.clone(),
+                    Versioned {
+                        env: env.clone(),
+                        revision,
+                    },
+                );
+            }
+            return Err(conflict);
+        }
+        let revision = self.next(&mut state, &env.id);
+        state.map.insert(
+            env.id.clone(),
+            Versioned {
+                env: env.clone(),
+                revision,
+            },
+        );
+        Ok(revision)
+    }
+    async fn delete_if(&self, id: &str, expected: Revision) -> Result<()> {
+        let mut state = self.state();
+        if !Self::holds(&state, id, Expected::Revision(expected)) {
+            return Err(Self::conflict(&state, id, Expected::Revision(expected)));
+        }
+        state.map.remove(id);
+        if self.defect != Defect::RevisionReusedAfterDelete {
+            state.last += 1;
+        }
+        Ok(())
+    }
+}
+
+fn harness(defect: Defect) -> Harness<Store, Arc<Durable>> {
+    Harness::new(move || async move {
+        let durable = Arc::new(Durable::default());
+        (Store::open(defect, &durable), durable)
+    })
+    .with_reopen(move |durable: &Arc<Durable>| {
+        let store = Store::open(defect, durable);
+        async move { store }
+    })
+    .with_share(move |durable: &Arc<Durable>| {
+        let store = Store::open(defect, durable);
+        async move { store }
+    })
+}
+
+/// Runs every check (revision checks included) against the defect;
+/// returns the names that failed.
+fn failing_checks(defect: Defect) -> BTreeSet<&'static str> {
+    let h = harness(defect);
+    CHECKS
+        .iter()
+        .filter(|check| {
+            catch_unwind(AssertUnwindSafe(|| {
+                if check.needs == Some(Capability::Revisions) {
+                    run_revision_check(check.name, &h);
+                } else {
+                    run_check(check.name, &h);
+                }
+            }))
+            .is_err()
+        })
+        .map(|check| check.name)
+        .collect()
+}
+
+fn assert_fails(defect: Defect, must: &[&str], may: &[&str]) {
+    let failed = failing_checks(defect);
+    let must: BTreeSet<&str> = must.iter().copied().collect();
+    let may: BTreeSet<&str> = may.iter().copied().collect();
+    let missed: Vec<_> = must.difference(&failed).collect();
+    let unexpected: Vec<_> = failed
+        .difference(&must)
+        .filter(|c| !may.contains(*c))
+        .collect();
+    assert!(
+        missed.is_empty() && unexpected.is_empty(),
+        "{defect:?}: checks that should have failed but passed: {missed:?}; checks that failed unexpectedly: {unexpected:?}"
+    );
+}
+
+macro_rules! broken {
+    ($($test:ident: $defect:ident => [$($check:literal),* $(,)?] $(maybe [$($maybe:literal),*])?;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                assert_fails(Defect::$defect, &[$($check),*], &[$($($maybe),*)?]);
+            }
+        )*
+
+        /// Every revision check is failed by at least one broken store.
+        #[test]
+        fn every_revision_check_is_failed_by_some_broken_store() {
+            let caught: BTreeSet<&str> = [$($($check,)*)*].into_iter().collect();
+            let missing: Vec<&str> = CHECKS
+                .iter()
+                .filter(|c| c.needs == Some(Capability::Revisions))
+                .map(|c| c.name)
+                .filter(|n| !caught.contains(n))
+                .collect();
+            assert!(missing.is_empty(), "no broken store fails {missing:?}");
+        }
+    };
+}
+
+broken! {
+    correct_store_passes_everything: Correct => [];
+    ignores_condition: IgnoresCondition =>
+        ["lost_updates", "model_revisions", "revision_cancellation", "revision_conflicts"];
+    compare_not_atomic: CompareNotAtomic => ["lost_updates"];
+    conflict_still_writes: ConflictStillWrites =>
+        ["lost_updates", "model_revisions", "revision_cancellation", "revision_conflicts"];
+    revision_reused_after_delete: RevisionReusedAfterDelete =>
+        ["model_revisions", "revisions_increase"];
+    counter_not_persisted: CounterNotPersisted => ["revisions_increase"];
+    revision_bumped_late: RevisionBumpedLate => ["revision_cancellation"] maybe ["lost_updates"];
+}
+
+/// The lost update `Revisioned` exists for, shown on a correct store:
+/// 64 tasks incrementing one field with a blind `find_by_id` + `save`
+/// (a yield between, as a server works between reading and writing) lose
+/// increments; the same 64 through `update` lose none.
+#[test]
+fn a_blind_save_loses_updates_and_update_does_not() {
+    use waggle_store::{MemoryStore, RevisionedExt, Runtime};
+    const TASKS: u16 = 64;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run = |conditional: bool| -> u16 {
+        rt.block_on(async {
+            let store = Arc::new(MemoryStore::new());
+            store
+                .save(&Environment::new("hot", "x", Runtime::Shell))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..TASKS {
+                let store = Arc::clone(&store);
+                tasks.spawn(async move {
+                    if conditional {
+                        store
+                            .update("hot", |e| {
+                                e.ssh_port += 1;
+                                Ok(())
+                            })
+                            .await
+                            .map(drop)
+                    } else {
+                        let mut env = store.find_by_id("hot").await?;
+                        tokio::task::yield_now().await;
+                        env.ssh_port += 1;
+                        store.save(&env).await
+                    }
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            store
+                .find_by_id("hot")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .ssh_port
+        })
+    };
+    let blind = run(false);
+    let updated = run(true);
+    println!(
+        "{TASKS} increments: a blind find_by_id + save kept {blind} ({} lost); update kept {updated}",
+        TASKS - blind
+    );
+    assert!(
+        blind < TASKS,
+        "the blind read-modify-write lost nothing this time"
+    );
+    assert_eq!(updated, TASKS, "update lost increments");
+}
