@@ -13,10 +13,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use waggle_store::store::redb::RedbOptions;
-use waggle_store::{Environment, Error, RedbStore, Repository, Runtime, Status};
+use waggle_store::{
+    Environment, Error, Expected, RedbStore, Repository, Revision, Revisioned, RevisionedExt,
+    Runtime, Status,
+};
 
 const CHILD: &str = "WAGGLE_TEST_CHILD";
 const CHILD_PATH: &str = "WAGGLE_TEST_CHILD_PATH";
+
+/// The id the kill -9 writers update conditionally.
+const HOT: &str = "hot";
+
+/// Bumps `HOT` through `update`, or creates it if it is absent; returns
+/// the revision acknowledged.
+async fn write_hot(store: &RedbStore) -> Revision {
+    match store
+        .update(HOT, |e| {
+            e.ssh_port = e.ssh_port.wrapping_add(1);
+            Ok(())
+        })
+        .await
+    {
+        Ok(v) => v.revision,
+        Err(Error::NotFound { .. }) => store
+            .save_if(&env(HOT), Expected::Absent)
+            .await
+            .unwrap_or_else(|e| panic!("creating {HOT}: {e}")),
+        Err(e) => panic!("updating {HOT}: {e}"),
+    }
+}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -88,6 +113,14 @@ fn child_entry() {
                 if store.stats().checkpoints > checkpoints {
                     checkpoints = store.stats().checkpoints;
                     let _ = writeln!(out, "checkpoints {checkpoints}");
+                }
+                // A conditional write of one shared id, printing each
+                // revision acknowledged; every seventh round deletes it, so
+                // re-creates follow deletes across kills.
+                if i % 7 == 6 {
+                    let _ = store.delete(HOT).await;
+                } else {
+                    let _ = writeln!(out, "rev {}", write_hot(&store).await.get());
                 }
                 let _ = out.flush();
                 if i % 5 == 4 {
@@ -210,6 +243,17 @@ fn kill_9_loop(mode: &str, through_link: bool) {
     let mut acked = std::collections::BTreeSet::new();
     let mut deleted = std::collections::BTreeSet::new();
     let mut deleting = std::collections::BTreeSet::new();
+    // Every revision acknowledged, in order, across kills and reopens:
+    // each must be higher than all before it (none issued twice).
+    let (mut last_rev, mut revs) = (0_u64, 0_usize);
+    let mut check_rev = |n: u64, when: &str| {
+        assert!(
+            n > last_rev,
+            "{when}: revision {n} acknowledged after revision {last_rev}: a revision was issued again"
+        );
+        last_rev = n;
+        revs += 1;
+    };
     let rt = rt();
     let (mut journals, mut checkpoints) = (0, 0_u64);
     for k in 0..kills {
@@ -238,6 +282,8 @@ fn kill_9_loop(mode: &str, through_link: bool) {
             } else if let Some(id) = line.strip_prefix("deleting ") {
                 // In flight when killed: may or may not have landed.
                 deleting.insert(id.to_owned());
+            } else if let Some(n) = line.strip_prefix("rev ") {
+                check_rev(n.parse().unwrap_or(0), &format!("writer before kill {k}"));
             }
         }
         checkpoints += life;
@@ -271,6 +317,10 @@ fn kill_9_loop(mode: &str, through_link: bool) {
                 "after kill {k}: acknowledged deletes undone: {resurrected:?}"
             );
             assert_eq!(store.count().await.ok(), Some(all.len()));
+            check_rev(
+                write_hot(&store).await.get(),
+                &format!("reopen after kill {k}"),
+            );
             store.close().unwrap_or_else(|e| panic!("{e}"));
         });
     }
@@ -281,7 +331,7 @@ fn kill_9_loop(mode: &str, through_link: bool) {
         acked.len()
     );
     println!(
-        "kill -9 ({mode}{}): kills survived: {kills}, journals replayed: {journals}, checkpoints: {checkpoints}, acknowledged saves: {}, acknowledged deletes: {lost_deletes}, records lost: 0",
+        "kill -9 ({mode}{}): kills survived: {kills}, journals replayed: {journals}, checkpoints: {checkpoints}, acknowledged saves: {}, acknowledged deletes: {lost_deletes}, records lost: 0, revisions acknowledged: {revs}, reissued: 0",
         if through_link {
             ", through a symlink and its target in turn"
         } else {
@@ -870,9 +920,11 @@ fn raw_values(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-/// A format 2 store (records without a checksum, no `journal_state`)
-/// opens and reads as before; a record gains its checksum when it is next
-/// written, the others keep reading; the file is format 3 afterwards.
+/// A format 2 store (records without a checksum, no `journal_state`), one
+/// record already in format 3 (a checksum, no revision), opens and reads
+/// as before, every record at revision 0; a record gains its checksum and
+/// a revision when it is next written, the others keep reading; the file
+/// is format 4 afterwards and records the last revision issued.
 #[test]
 fn a_format_2_store_reads_and_upgrades() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -889,7 +941,15 @@ fn a_format_2_store_reads_and_upgrades() {
             let mut t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
             for e in &written {
                 let plain = waggle_store::record::encode(e).unwrap_or_default();
-                t.insert(e.id.as_str(), plain.as_slice())
+                let value = if e.id == "v0002" {
+                    let mut v = vec![0x01];
+                    v.extend_from_slice(&crc32fast::hash(&plain).to_le_bytes());
+                    v.extend_from_slice(&plain);
+                    v
+                } else {
+                    plain
+                };
+                t.insert(e.id.as_str(), value.as_slice())
                     .unwrap_or_else(|e| panic!("{e}"));
             }
         }
@@ -899,25 +959,66 @@ fn a_format_2_store_reads_and_upgrades() {
         &path,
         &[("format_version", Some("2")), ("journal_state", None)],
     );
-    assert!(raw_values(&path).values().all(|v| v.first() == Some(&b'{')));
-    rt().block_on(async {
+    assert_eq!(raw_values(&path)["v0001"].first(), Some(&b'{'));
+    let rewritten = rt().block_on(async {
         let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
         let all = store.find_all().await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(all, written);
+        for v in store.find_all_revisions().await.unwrap_or_default() {
+            assert_eq!(
+                v.revision,
+                Revision::new(0),
+                "{}: an older record",
+                v.env.id
+            );
+        }
         store
             .save(&env("v0001"))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+        let rewritten = store
+            .find_revision("v0001")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(rewritten.revision > Revision::new(0));
         store.close().unwrap_or_else(|e| panic!("{e}"));
+        rewritten.revision
     });
     let raw = raw_values(&path);
-    assert_eq!(raw["v0001"].first(), Some(&0x01), "rewritten: checksummed");
-    assert_eq!(raw["v0002"].first(), Some(&b'{'), "untouched: as it was");
-    assert_eq!(meta(&path, "format_version").as_deref(), Some("3"));
+    assert_eq!(
+        raw["v0001"].first(),
+        Some(&0x02),
+        "rewritten: checksum and revision"
+    );
+    assert_eq!(
+        raw["v0002"].first(),
+        Some(&0x01),
+        "untouched: as it was (format 3)"
+    );
+    assert_eq!(
+        raw["v0003"].first(),
+        Some(&b'{'),
+        "untouched: as it was (format 2)"
+    );
+    assert_eq!(meta(&path, "format_version").as_deref(), Some("4"));
+    assert_eq!(
+        meta(&path, "last_revision"),
+        Some(rewritten.get().to_string())
+    );
     assert_eq!(meta(&path, "journal_state").as_deref(), Some("closed"));
     rt().block_on(async {
         let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.find_all().await.map(|a| a.len()).ok(), Some(4));
+        // The next revision follows the one recorded.
+        store
+            .delete("v0001")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let again = store
+            .save_if(&env("v0001"), Expected::Absent)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(again > rewritten, "{again} after {rewritten}");
     });
 }
 

@@ -217,7 +217,7 @@ pub async fn revisions_increase<S: Revisioned + 'static, G: Send + 'static>(h: &
         if let Some((before, last)) = seen.last() {
             assert!(
                 rev > *last,
-                "case {case:?}: revision {rev} does not follow {last} (after {before:?})"
+                "case {case:?}: {rev} does not follow {last} (after {before:?})"
             );
         }
         seen.push((case, rev));
@@ -558,7 +558,7 @@ async fn run_rev_steps<S: Revisioned + 'static, G: Send + 'static>(
             if let Some(last) = slot.history.last()
                 && r <= *last
             {
-                return Err(fail(format!("revision {r} does not follow {last}")));
+                return Err(fail(format!("{r} does not follow {last}")));
             }
             slot.history.push(r);
             slot.revision = Some(r);

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
 use super::pending::Pending;
-use crate::domain::Environment;
+use crate::revisions::{Revision, Versioned};
 
 /// A bounded map of id → decoded value, kept coherent with checkpoints.
 #[derive(Debug)]
@@ -42,7 +42,7 @@ pub(super) struct Cache {
 
 #[derive(Debug, Default)]
 struct Inner {
-    entries: HashMap<String, Environment>,
+    entries: HashMap<String, Versioned>,
     generation: u64,
 }
 
@@ -56,20 +56,20 @@ impl Cache {
 
     /// The cached value of `id`, or the generation to hand to
     /// [`fill`](Self::fill) after reading it from the file.
-    pub(super) fn get(&self, id: &str) -> Result<Environment, u64> {
+    pub(super) fn get(&self, id: &str) -> Result<Versioned, u64> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         inner.entries.get(id).cloned().ok_or(inner.generation)
     }
 
     /// Caches `env`, read from a snapshot begun at `generation`, unless a
     /// commit began since (or was in flight), or the cache is full.
-    pub(super) fn fill(&self, generation: u64, env: &Environment) {
+    pub(super) fn fill(&self, generation: u64, env: &Versioned) {
         if self.capacity == 0 || generation % 2 == 1 {
             return;
         }
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         if inner.generation == generation && inner.entries.len() < self.capacity {
-            inner.entries.insert(env.id.clone(), env.clone());
+            inner.entries.insert(env.env.id.clone(), env.clone());
         }
     }
 
@@ -84,10 +84,11 @@ impl Cache {
             .generation
     }
 
-    /// Whether `id` has a cached value (it is in the redb file).
-    pub(super) fn contains(&self, id: &str) -> bool {
+    /// The revision of `id`'s cached value, if it has one (it is then in
+    /// the redb file at that revision).
+    pub(super) fn revision(&self, id: &str) -> Option<Revision> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        inner.entries.contains_key(id)
+        inner.entries.get(id).map(|v| v.revision)
     }
 
     /// Before a checkpoint (one checkpoint at a time): forgets `ids` and marks a

@@ -26,10 +26,11 @@ pub(super) fn env(id: &str) -> Environment {
 
 pub(super) fn save(id: &str) -> Op {
     let e = env(id);
-    let bytes = record::encode(&e).expect("encode");
+    let record = record::encode(&e).expect("encode");
     Op::Save {
         env: Box::new(e),
-        bytes,
+        payload: super::pending::save_payload(&record),
+        expected: None,
     }
 }
 
@@ -50,7 +51,10 @@ fn refused_batch(store: &RedbStore, fault: Fault, fence_fails: bool, case: &str)
     let (requests, answers): (Vec<_>, Vec<_>) = [
         save("b0"),
         save("b1"),
-        Op::Delete { id: "a0".into() },
+        Op::Delete {
+            id: "a0".into(),
+            expected: None,
+        },
         save("b2"),
     ]
     .into_iter()

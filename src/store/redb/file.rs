@@ -30,13 +30,21 @@ pub const FORMAT_NAME: &str = "waggle-store";
 /// Version 3 added `journal_state` and a checksum in each record's value
 /// (records without one are still read): a version 2 build would leave
 /// `journal_state` wrong and read checksummed values as corrupt.
-pub const FORMAT_VERSION: u32 = 3;
+/// Version 4 added revisions: each value carries one, and `last_revision`
+/// records the highest issued. A version 3 build would write values without
+/// one (revision 0 again for an id that had a higher one), so it must
+/// refuse.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Metadata key: the id in the journal's header, so a journal is never
 /// replayed into another store.
 pub(super) const JOURNAL_ID: &str = "journal_id";
 /// Metadata key: the first journal sequence number the file does not hold.
 pub(super) const JOURNAL_NEXT: &str = "journal_next";
+/// Metadata key: the highest revision issued by the time of the last
+/// checkpoint (the journal's frames carry any later ones); missing before
+/// format 4, meaning 0.
+pub(super) const LAST_REVISION: &str = "last_revision";
 /// Metadata key: `open` while a writer may have journaled writes the file
 /// does not hold (the journal must be there), `closed` after a clean close.
 pub(super) const JOURNAL_STATE: &str = "journal_state";
@@ -332,6 +340,21 @@ pub(super) fn journal_meta(txn: &ReadTransaction) -> Result<Option<Expect>> {
     match (get(JOURNAL_ID)?, get(JOURNAL_NEXT)?) {
         (Some(id), Some(next)) => Ok(Some(Expect { id, next, required })),
         _ => Ok(None),
+    }
+}
+
+/// The highest revision the file says was issued (0 before format 4).
+pub(super) fn last_revision(txn: &ReadTransaction) -> Result<u64> {
+    let meta = txn.open_table(META).map_err(storage("opening metadata"))?;
+    match meta
+        .get(LAST_REVISION)
+        .map_err(storage("reading metadata"))?
+    {
+        None => Ok(0),
+        Some(v) => v.value().parse::<u64>().map_err(|_| Error::Corrupt {
+            id: format!("(metadata {LAST_REVISION})"),
+            reason: format!("{:?} is not a number", v.value()),
+        }),
     }
 }
 

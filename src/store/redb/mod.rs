@@ -85,7 +85,8 @@ use tokio::sync::oneshot;
 use self::file::{
     HINT_CORRUPT, HINT_DIR, HINT_FOREIGN, HINT_IO, HINT_NEWER, Layout, RECORDS, create_dirs,
     damaged, database_error, ensure_journal_meta, initialise, inspect_opening, io_error,
-    journal_meta, open_error, resolve, set_journal_state, snapshot, storage, sync_parent,
+    journal_meta, last_revision, open_error, resolve, set_journal_state, snapshot, storage,
+    sync_parent,
 };
 use self::io_log::StoreFile;
 use self::journal::{Followed, Follower, Journal, JournalError};
@@ -97,6 +98,7 @@ use crate::domain::Environment;
 use crate::error::{Error, Result};
 use crate::record;
 use crate::repository::Repository;
+use crate::revisions::{Expected, Revision, Revisioned, Versioned};
 
 pub use self::file::{FORMAT_NAME, FORMAT_VERSION};
 pub use self::maintenance::CheckReport;
@@ -325,7 +327,7 @@ impl RedbStore {
         if let Layout::Empty = inspect_opening(path, &snapshot(path, db.begin_read())?)? {
             initialise(&db).map_err(|e| damaged(path, &e))?;
         }
-        let (journal, count) = recover(path, &db)?;
+        let (journal, count, last_revision) = recover(path, &db)?;
         let durable_next = journal.next_seq();
         let db = Arc::new(Handle::Write(db));
         let shared = Arc::new(Shared::new(options.cache_entries, count));
@@ -350,6 +352,7 @@ impl RedbStore {
             jobs: Some((jobs, checkpoints)),
             in_flight: None,
             durable_next,
+            last_revision,
             broken: None,
             checkpoint_at: (options.checkpoint_bytes, options.checkpoint_ids),
             lookup: None,
@@ -530,7 +533,7 @@ impl RedbStore {
         .map_err(storage("running a read"))?
     }
 
-    async fn write(&self, op: Op) -> Result<()> {
+    async fn write(&self, op: Op) -> Result<Option<Revision>> {
         let Some(lane) = &self.lane else {
             return Err(Error::ReadOnly {
                 path: self.path.clone(),
@@ -694,29 +697,38 @@ impl Drop for RedbStore {
     }
 }
 
-/// The environment stored under `id`: its checksum verified, then its
-/// record decoded.
-fn decode(id: &str, value: &[u8]) -> Result<Environment> {
-    let bytes = checksum::open(value).map_err(|reason| Error::Corrupt {
+/// The environment stored under `id` with its revision: its checksum
+/// verified, then its record decoded.
+fn decode(id: &str, value: &[u8]) -> Result<Versioned> {
+    let (revision, bytes) = checksum::open(value).map_err(|reason| Error::Corrupt {
         id: id.to_owned(),
         reason,
     })?;
-    super::decode_stored(id, bytes)
+    Ok(Versioned {
+        env: super::decode_stored(id, bytes)?,
+        revision: Revision::new(revision),
+    })
 }
 
 /// Opens the journal beside a redb file just opened for writing, replays
 /// into the file what it does not hold yet, and returns the journal,
-/// started over, with the number of stored environments.
-fn recover(path: &Path, db: &Database) -> Result<(Journal, usize)> {
+/// started over, with the number of stored environments and the highest
+/// revision ever issued.
+fn recover(path: &Path, db: &Database) -> Result<(Journal, usize, u64)> {
     let expect = ensure_journal_meta(db).map_err(|e| damaged(path, &e))?;
     // Read again, not taken from `vet`: between that check and this open,
     // which takes the writer's lock anew, another writer may have appended.
     let (mut journal, entries) =
         Journal::open(path, expect).map_err(|(at, e)| journal_error(&at, e))?;
     let replayed = entries.len();
-    let pending = pending::replay(entries).map_err(|e| unreadable_journal(path, &e))?;
+    let (pending, replayed_last) =
+        pending::replay(entries).map_err(|e| unreadable_journal(path, &e))?;
+    let last = {
+        let txn = db.begin_read().map_err(|e| damaged(path, &e))?;
+        last_revision(&txn)?.max(replayed_last)
+    };
     if replayed > 0 {
-        commit_pending(db, &pending, journal.next_seq()).map_err(|e| damaged(path, &e))?;
+        commit_pending(db, &pending, journal.next_seq(), last).map_err(|e| damaged(path, &e))?;
         tracing::info!(path = %path.display(), replayed, "replayed the journal");
         // Both files are now in the redb file: start over in the other one.
         journal.switch();
@@ -730,6 +742,7 @@ fn recover(path: &Path, db: &Database) -> Result<(Journal, usize)> {
     Ok((
         journal,
         usize::try_from(count).map_err(storage("counting"))?,
+        last,
     ))
 }
 
@@ -785,7 +798,7 @@ fn read_only_view(
         };
         match view.follower.follow(store, expect.id, expect.next) {
             Ok(Followed::More { reset, entries }) => {
-                let more = pending::replay(entries)?;
+                let (more, _) = pending::replay(entries)?;
                 if reset {
                     view.pending = Arc::new(more);
                 } else if !more.is_empty() {
@@ -820,13 +833,7 @@ impl Repository for RedbStore {
     /// its worker move on, but futures joined with this one in the same
     /// task wait for the sync (a fraction of a millisecond).
     async fn save(&self, env: &Environment) -> Result<()> {
-        env.validate()?;
-        let bytes = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
-        self.write(Op::Save {
-            env: Box::new(env.clone()),
-            bytes,
-        })
-        .await
+        self.save_with(env, None).await.map(drop)
     }
 
     /// # Cancel safety
@@ -834,6 +841,114 @@ impl Repository for RedbStore {
     /// Cancel safe: read-only. (A value read from the file is cached only
     /// if the future completes.)
     async fn find_by_id(&self, id: &str) -> Result<Environment> {
+        self.find_versioned(id).await.map(|v| v.env)
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only.
+    async fn find_all(&self) -> Result<Vec<Environment>> {
+        Ok(self
+            .find_all_revisions()
+            .await?
+            .into_iter()
+            .map(|v| v.env)
+            .collect())
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before a leader takes it, nothing is removed;
+    /// after, the removal is committed — in a batch taken before any write
+    /// queued after the drop.
+    async fn delete(&self, id: &str) -> Result<()> {
+        self.write(Op::Delete {
+            id: id.to_owned(),
+            expected: None,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only.
+    async fn count(&self) -> Result<usize> {
+        if self.db.is_none() {
+            return Err(Error::Closed);
+        }
+        match &self.shared {
+            Some(shared) => Ok(shared.state().count),
+            None => {
+                self.read(|txn, overlay| pending::count(txn, &overlay))
+                    .await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Revisioned for RedbStore {
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only.
+    async fn find_revision(&self, id: &str) -> Result<Versioned> {
+        self.find_versioned(id).await
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only.
+    async fn find_all_revisions(&self) -> Result<Vec<Versioned>> {
+        // A copy of the pending writes, so that a long scan does not make
+        // the leader copy them on each batch while it holds them.
+        self.read(|txn, overlay| pending::find_all(txn, &overlay.detached()))
+            .await
+    }
+
+    /// # Cancel safety
+    ///
+    /// As [`save`](Repository::save): the leader compares and journals in
+    /// one step of its batch, so a dropped call is applied whole or not.
+    async fn save_if(&self, env: &Environment, expected: Expected) -> Result<Revision> {
+        self.save_with(env, Some(expected))
+            .await?
+            .ok_or_else(|| Error::storage("saving", "the writer returned no revision"))
+    }
+
+    /// # Cancel safety
+    ///
+    /// As [`delete`](Repository::delete).
+    async fn delete_if(&self, id: &str, expected: Revision) -> Result<()> {
+        self.write(Op::Delete {
+            id: id.to_owned(),
+            expected: Some(expected),
+        })
+        .await
+        .map(drop)
+    }
+}
+
+impl RedbStore {
+    /// A save, conditional on `expected` when given; its new revision.
+    async fn save_with(
+        &self,
+        env: &Environment,
+        expected: Option<Expected>,
+    ) -> Result<Option<Revision>> {
+        env.validate()?;
+        let record = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
+        self.write(Op::Save {
+            env: Box::new(env.clone()),
+            payload: pending::save_payload(&record),
+            expected,
+        })
+        .await
+    }
+
+    /// `id` with its revision: from the pending writes, the cache, or the
+    /// file.
+    async fn find_versioned(&self, id: &str) -> Result<Versioned> {
         let Some(shared) = &self.shared else {
             let key = id.to_owned();
             return self
@@ -853,40 +968,5 @@ impl Repository for RedbStore {
             .await?;
         shared.cache.fill(generation, &env);
         Ok(env)
-    }
-
-    /// # Cancel safety
-    ///
-    /// Cancel safe: read-only.
-    async fn find_all(&self) -> Result<Vec<Environment>> {
-        // A copy of the pending writes, so that a long scan does not make
-        // the leader copy them on each batch while it holds them.
-        self.read(|txn, overlay| pending::find_all(txn, &overlay.detached()))
-            .await
-    }
-
-    /// # Cancel safety
-    ///
-    /// Cancel safe: dropped before a leader takes it, nothing is removed;
-    /// after, the removal is committed — in a batch taken before any write
-    /// queued after the drop.
-    async fn delete(&self, id: &str) -> Result<()> {
-        self.write(Op::Delete { id: id.to_owned() }).await
-    }
-
-    /// # Cancel safety
-    ///
-    /// Cancel safe: read-only.
-    async fn count(&self) -> Result<usize> {
-        if self.db.is_none() {
-            return Err(Error::Closed);
-        }
-        match &self.shared {
-            Some(shared) => Ok(shared.state().count),
-            None => {
-                self.read(|txn, overlay| pending::count(txn, &overlay))
-                    .await
-            }
-        }
     }
 }

@@ -16,11 +16,80 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use super::file::storage;
 use super::journal::Entry;
 use super::{decode, open_records};
-use crate::domain::Environment;
 use crate::error::{Error, Result};
+use crate::revisions::{Revision, Versioned};
 
-/// Id → the latest journaled value; `None` is a delete.
-pub(super) type Pending = BTreeMap<String, Option<Environment>>;
+/// Id → the latest journaled value with its revision; `None` is a delete.
+pub(super) type Pending = BTreeMap<String, Option<Versioned>>;
+
+/// The first byte of a journal payload that carries a revision. Payloads
+/// written before revisions start with `{` (a save's record) or an id's
+/// first character, and no id starts with a control character.
+const REVISED: u8 = 0x02;
+/// Bytes in front of a save's record: the mark and the revision.
+pub(super) const SAVE_HEAD: usize = 1 + 8;
+
+/// A save's journal payload with room for its revision in front, the
+/// record after: [`set_revision`] fills it in when the writer assigns it.
+pub(super) fn save_payload(record: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SAVE_HEAD + record.len());
+    out.push(REVISED);
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(record);
+    out
+}
+
+/// Writes `revision` into a payload from [`save_payload`].
+pub(super) fn set_revision(payload: &mut [u8], revision: Revision) {
+    if let Some(slot) = payload.get_mut(1..SAVE_HEAD) {
+        slot.copy_from_slice(&revision.get().to_le_bytes());
+    }
+}
+
+/// The record inside a payload from [`save_payload`].
+pub(super) fn record_of(payload: &[u8]) -> &[u8] {
+    payload.get(SAVE_HEAD..).unwrap_or_default()
+}
+
+/// A delete's journal payload: the revision it consumed, then the id
+/// (text, as the journal keeps a delete's payload).
+pub(super) fn delete_payload(revision: Revision, id: &str) -> String {
+    format!("\u{2}{}\u{2}{id}", revision.get())
+}
+
+/// A save payload's revision and record; older payloads are at revision 0.
+fn parse_save(payload: &[u8]) -> Result<(u64, &[u8])> {
+    if payload.first() != Some(&REVISED) {
+        return Ok((0, payload));
+    }
+    let head = payload
+        .get(1..SAVE_HEAD)
+        .ok_or_else(|| bad_payload("a save's revision is cut short"))?;
+    let mut n = [0; 8];
+    n.copy_from_slice(head);
+    Ok((u64::from_le_bytes(n), record_of(payload)))
+}
+
+/// A delete payload's revision and id; older payloads are at revision 0.
+fn parse_delete(payload: &str) -> Result<(u64, &str)> {
+    let Some(rest) = payload.strip_prefix('\u{2}') else {
+        return Ok((0, payload));
+    };
+    let (n, id) = rest
+        .split_once('\u{2}')
+        .ok_or_else(|| bad_payload("a delete's revision has no end"))?;
+    let n = n
+        .parse()
+        .map_err(|_| bad_payload("a delete's revision is not a number"))?;
+    Ok((n, id))
+}
+
+fn bad_payload(reason: &str) -> Error {
+    Error::Corrupt {
+        id: "(journal)".to_owned(),
+        reason: reason.to_owned(),
+    }
+}
 
 /// What readers in the writer's process see besides the redb file.
 #[derive(Debug, Default)]
@@ -37,7 +106,7 @@ pub(super) struct State {
 
 impl State {
     /// The newest pending value of `id`, if it has one.
-    pub(super) fn get(&self, id: &str) -> Option<&Option<Environment>> {
+    pub(super) fn get(&self, id: &str) -> Option<&Option<Versioned>> {
         self.pending
             .get(id)
             .or_else(|| self.frozen.as_ref().and_then(|f| f.get(id)))
@@ -69,7 +138,7 @@ impl Overlay {
     }
 
     /// The newest pending value of `id`, if any layer has one.
-    pub(super) fn get(&self, id: &str) -> Option<&Option<Environment>> {
+    pub(super) fn get(&self, id: &str) -> Option<&Option<Versioned>> {
         self.0.iter().find_map(|layer| layer.get(id))
     }
 
@@ -94,28 +163,35 @@ impl Overlay {
     }
 }
 
-/// Decodes journal entries, applied in order.
-pub(super) fn replay(entries: Vec<Entry>) -> Result<Pending> {
+/// Decodes journal entries, applied in order; returns them with the
+/// highest revision among them (0 if none).
+pub(super) fn replay(entries: Vec<Entry>) -> Result<(Pending, u64)> {
     let mut pending = Pending::new();
+    let mut last = 0;
     for entry in entries {
         match entry {
             Entry::Save(bytes) => {
-                let env = crate::record::decode(&bytes).map_err(|e| Error::Corrupt {
+                let (revision, record) = parse_save(&bytes)?;
+                let env = crate::record::decode(record).map_err(|e| Error::Corrupt {
                     id: "(journal)".to_owned(),
                     reason: e.to_string(),
                 })?;
-                pending.insert(env.id.clone(), Some(env));
+                last = last.max(revision);
+                let revision = Revision::new(revision);
+                pending.insert(env.id.clone(), Some(Versioned { env, revision }));
             }
-            Entry::Delete(id) => {
-                pending.insert(id, None);
+            Entry::Delete(payload) => {
+                let (revision, id) = parse_delete(&payload)?;
+                last = last.max(revision);
+                pending.insert(id.to_owned(), None);
             }
         }
     }
-    Ok(pending)
+    Ok((pending, last))
 }
 
 /// `id` in the snapshot with `overlay` over it.
-pub(super) fn find(txn: &ReadTransaction, overlay: &Overlay, id: &str) -> Result<Environment> {
+pub(super) fn find(txn: &ReadTransaction, overlay: &Overlay, id: &str) -> Result<Versioned> {
     if let Some(value) = overlay.get(id) {
         return value.clone().ok_or_else(|| Error::not_found(id));
     }
@@ -127,7 +203,7 @@ pub(super) fn find(txn: &ReadTransaction, overlay: &Overlay, id: &str) -> Result
 }
 
 /// Every value in the snapshot with `overlay` over it, sorted by id.
-pub(super) fn find_all(txn: &ReadTransaction, overlay: &Overlay) -> Result<Vec<Environment>> {
+pub(super) fn find_all(txn: &ReadTransaction, overlay: &Overlay) -> Result<Vec<Versioned>> {
     let pending = overlay.merged();
     let table = open_records(txn)?;
     let stored = usize::try_from(table.len().unwrap_or(0)).unwrap_or(0);

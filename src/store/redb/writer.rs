@@ -31,17 +31,18 @@ use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, TryLockError, mpsc};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 use super::cache::Cache;
 use super::checksum;
 use super::file::{META, RECORDS, set_journal_state, storage};
 use super::journal::{AppendError, Entry, Journal};
-use super::pending::{Pending, State};
+use super::pending::{Pending, State, delete_payload, set_revision};
 use crate::domain::Environment;
 use crate::error::{Error, Result};
 use crate::record;
+use crate::revisions::{Expected, Revision, Versioned};
 use crate::store::redb::Handle;
 
 /// The most requests one batch takes.
@@ -51,16 +52,23 @@ pub(super) enum Op {
     /// `env` rides along so readers get it without decoding.
     Save {
         env: Box<Environment>,
-        bytes: Vec<u8>,
+        /// The journal payload ([`pending::save_payload`]): the leader
+        /// writes the revision into it.
+        payload: Vec<u8>,
+        /// Only if this is what is stored (a conditional save).
+        expected: Option<Expected>,
     },
     Delete {
         id: String,
+        /// Only if the value is at this revision (a conditional delete).
+        expected: Option<Revision>,
     },
 }
 
 pub(super) struct Request {
     pub(super) op: Op,
-    pub(super) reply: oneshot::Sender<Result<()>>,
+    /// A save's new revision; `None` for a delete.
+    pub(super) reply: oneshot::Sender<Result<Option<Revision>>>,
 }
 
 #[derive(Default)]
@@ -100,8 +108,9 @@ impl Shared {
 }
 
 /// Writes `pending` into the redb file in one durable commit that records
-/// `next` as the first journal sequence number the file does not hold.
-pub(super) fn commit_pending(db: &Database, pending: &Pending, next: u64) -> Result<()> {
+/// `next` as the first journal sequence number the file does not hold, and
+/// `last` as the highest revision issued (if higher than the file's).
+pub(super) fn commit_pending(db: &Database, pending: &Pending, next: u64, last: u64) -> Result<()> {
     let txn = db
         .begin_write()
         .map_err(storage("beginning a checkpoint"))?;
@@ -111,10 +120,13 @@ pub(super) fn commit_pending(db: &Database, pending: &Pending, next: u64) -> Res
             .map_err(storage("opening the table"))?;
         for (id, value) in pending {
             match value {
-                Some(env) => {
-                    let record = record::encode(env).map_err(storage("encoding the record"))?;
+                Some(v) => {
+                    let record = record::encode(&v.env).map_err(storage("encoding the record"))?;
                     table
-                        .insert(id.as_str(), checksum::seal(&record).as_slice())
+                        .insert(
+                            id.as_str(),
+                            checksum::seal(v.revision.get(), &record).as_slice(),
+                        )
                         .map_err(storage("checkpointing"))?;
                 }
                 None => {
@@ -127,6 +139,17 @@ pub(super) fn commit_pending(db: &Database, pending: &Pending, next: u64) -> Res
         let mut meta = txn.open_table(META).map_err(storage("opening metadata"))?;
         meta.insert(super::file::JOURNAL_NEXT, next.to_string().as_str())
             .map_err(storage("checkpointing"))?;
+        let stored = match meta
+            .get(super::file::LAST_REVISION)
+            .map_err(storage("checkpointing"))?
+        {
+            Some(v) => v.value().parse::<u64>().unwrap_or(0),
+            None => 0,
+        };
+        if last > stored {
+            meta.insert(super::file::LAST_REVISION, last.to_string().as_str())
+                .map_err(storage("checkpointing"))?;
+        }
     }
     txn.commit().map_err(storage("committing a checkpoint"))
 }
@@ -140,6 +163,9 @@ pub(super) struct Job {
     id: u64,
     pending: Arc<Pending>,
     next: u64,
+    /// The highest revision issued when the job was made: at least every
+    /// one its writes (and the deletes among them) carry.
+    last: u64,
 }
 
 /// What the checkpointer tells the writer.
@@ -159,12 +185,13 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// A job for `pending`, ending at `next`.
-    fn job(&self, pending: Arc<Pending>, next: u64) -> Job {
+    /// A job for `pending`, ending at `next`, with revisions up to `last`.
+    fn job(&self, pending: Arc<Pending>, next: u64, last: u64) -> Job {
         Job {
             id: self.jobs.fetch_add(1, Ordering::Relaxed),
             pending,
             next,
+            last,
         }
     }
 
@@ -201,7 +228,7 @@ fn run_checkpoint(db: &Database, shared: &Shared, job: &Job, frozen: bool) -> Re
     cache.begin_commit(job.pending.keys().map(String::as_str));
     // redb can panic on a damaged file; contain it.
     let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        commit_pending(db, &job.pending, job.next)
+        commit_pending(db, &job.pending, job.next, job.last)
     }))
     .unwrap_or_else(|_| {
         Err(Error::storage(
@@ -452,6 +479,8 @@ pub(super) struct Writer {
     pub(super) in_flight: Option<(Job, Option<Instant>)>,
     /// The `journal_next` the redb file holds.
     pub(super) durable_next: u64,
+    /// The highest revision issued: the next write gets the one after.
+    pub(super) last_revision: u64,
     /// Set when a failed append could not be fenced off by a checkpoint:
     /// writes are refused until the store is reopened.
     pub(super) broken: Option<String>,
@@ -580,7 +609,9 @@ impl Writer {
             pending
         };
         self.journal.switch();
-        let job = self.checkpointer.job(pending, self.journal.next_seq());
+        let job = self
+            .checkpointer
+            .job(pending, self.journal.next_seq(), self.last_revision);
         if let Some((jobs, _)) = &self.jobs
             && jobs.send(job.clone()).is_ok()
         {
@@ -607,7 +638,9 @@ impl Writer {
             self.durable_next = job.next;
         }
         let pending = Arc::clone(&self.shared.state().pending);
-        let job = self.checkpointer.job(pending, self.journal.next_seq());
+        let job = self
+            .checkpointer
+            .job(pending, self.journal.next_seq(), self.last_revision);
         if !job.pending.is_empty() || job.next != self.durable_next {
             run_checkpoint(self.db()?, &self.shared, &job, false)?;
             self.durable_next = job.next;
@@ -615,13 +648,14 @@ impl Writer {
         Ok(())
     }
 
-    /// Whether `id` is stored, as of the pending writes.
-    fn exists(&mut self, overlay: &super::pending::Overlay, id: &str) -> Result<bool> {
+    /// The revision stored under `id` (`None`: nothing is), as of the
+    /// pending writes.
+    fn stored(&mut self, overlay: &super::pending::Overlay, id: &str) -> Result<Option<Revision>> {
         if let Some(value) = overlay.get(id) {
-            return Ok(value.is_some());
+            return Ok(value.as_ref().map(|v| v.revision));
         }
-        if self.shared.cache.contains(id) {
-            return Ok(true);
+        if let Some(revision) = self.shared.cache.revision(id) {
+            return Ok(Some(revision));
         }
         // The redb file changes only at checkpoints: one snapshot serves
         // until the next. The overlay was taken first, so a checkpoint
@@ -638,13 +672,21 @@ impl Writer {
             self.lookup = Some((generation, table));
         }
         match &self.lookup {
-            Some((_, table)) => Ok(table.get(id).map_err(storage("reading"))?.is_some()),
+            Some((_, table)) => match table.get(id).map_err(storage("reading"))? {
+                None => Ok(None),
+                Some(value) => checksum::open(value.value())
+                    .map(|(revision, _)| Some(Revision::new(revision)))
+                    .map_err(|reason| Error::Corrupt {
+                        id: id.to_owned(),
+                        reason,
+                    }),
+            },
             None => Err(Error::storage("reading", "no snapshot of the table")),
         }
     }
 
     /// One batch: each op's result, in order.
-    fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<()>> {
+    fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Option<Revision>>> {
         #[cfg(test)]
         if std::mem::take(&mut self.panic_in_apply) {
             panic!("injected panic while writing");
@@ -660,12 +702,14 @@ impl Writer {
                 entries,
                 effects,
                 delta,
+                last,
             }) => {
                 if entries.is_empty() {
                     return results;
                 }
                 match self.append(&entries) {
                     Ok(()) => {
+                        self.last_revision = last;
                         self.publish(effects, delta);
                         results
                     }
@@ -679,48 +723,88 @@ impl Writer {
         }
     }
 
-    /// What each op of a batch does.
+    /// What each op of a batch does: whether it writes (a miss of a
+    /// delete, or a condition that does not hold, writes nothing), and the
+    /// revision each write gets. Conditions are judged against the ops
+    /// before them in the batch, so the batch is as if its ops ran one at
+    /// a time, in order.
     fn decide(&mut self, ops: Vec<Op>) -> Result<Decision> {
-        // First by reference, so that the batch's own ids need no copies:
-        // whether each op writes, as of the ops before it.
-        let mut writes = Vec::with_capacity(ops.len());
-        let mut delta = 0_isize;
-        {
-            let overlay = self.shared.state().overlay();
-            let mut after: HashMap<&str, bool> = HashMap::with_capacity(ops.len());
-            for op in &ops {
-                let (id, saves) = match op {
-                    Op::Save { env, .. } => (env.id.as_str(), true),
-                    Op::Delete { id } => (id.as_str(), false),
-                };
-                let existed = match after.get(id) {
-                    Some(&e) => e,
-                    None => self.exists(&overlay, id)?,
-                };
-                delta += isize::from(saves && !existed) - isize::from(!saves && existed);
-                after.insert(id, saves);
-                writes.push(saves || existed);
-            }
-        }
         let mut decision = Decision {
             results: Vec::with_capacity(ops.len()),
             entries: Vec::with_capacity(ops.len()),
             effects: Vec::with_capacity(ops.len()),
-            delta,
+            delta: 0,
+            last: self.last_revision,
         };
-        for (op, writes) in ops.into_iter().zip(writes) {
+        // What each id holds as of the ops before: `None` is nothing.
+        let mut after: HashMap<String, Option<Revision>> = HashMap::with_capacity(ops.len());
+        let overlay = self.shared.state().overlay();
+        for op in ops {
+            let id = match &op {
+                Op::Save { env, .. } => env.id.as_str(),
+                Op::Delete { id, .. } => id.as_str(),
+            };
+            let stored = match after.get(id) {
+                Some(&r) => r,
+                None => self.stored(&overlay, id)?,
+            };
             match op {
-                Op::Save { env, bytes } => {
-                    decision.entries.push(Entry::Save(bytes));
-                    decision.effects.push(Effect::Save(env));
-                    decision.results.push(Ok(()));
+                Op::Save {
+                    env,
+                    mut payload,
+                    expected,
+                } => {
+                    let holds = match expected {
+                        None => true,
+                        Some(Expected::Absent) => stored.is_none(),
+                        Some(Expected::Revision(r)) => stored == Some(r),
+                    };
+                    if let (false, Some(expected)) = (holds, expected) {
+                        decision.results.push(Err(Error::Conflict {
+                            id: env.id,
+                            expected,
+                            found: stored,
+                        }));
+                        continue;
+                    }
+                    decision.last += 1;
+                    let revision = Revision::new(decision.last);
+                    set_revision(&mut payload, revision);
+                    decision.delta += isize::from(stored.is_none());
+                    after.insert(env.id.clone(), Some(revision));
+                    decision.entries.push(Entry::Save(payload));
+                    decision.effects.push(Effect::Save(Box::new(Versioned {
+                        env: *env,
+                        revision,
+                    })));
+                    decision.results.push(Ok(Some(revision)));
                 }
-                Op::Delete { id } if writes => {
-                    decision.entries.push(Entry::Delete(id.clone()));
+                Op::Delete { id, expected } => {
+                    match (stored, expected) {
+                        (None, None) => {
+                            decision.results.push(Err(Error::NotFound { id }));
+                            continue;
+                        }
+                        (found, Some(r)) if found != Some(r) => {
+                            decision.results.push(Err(Error::Conflict {
+                                id,
+                                expected: Expected::Revision(r),
+                                found,
+                            }));
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    decision.last += 1;
+                    decision.delta -= 1;
+                    decision.entries.push(Entry::Delete(delete_payload(
+                        Revision::new(decision.last),
+                        &id,
+                    )));
+                    after.insert(id.clone(), None);
                     decision.effects.push(Effect::Delete(id));
-                    decision.results.push(Ok(()));
+                    decision.results.push(Ok(None));
                 }
-                Op::Delete { id } => decision.results.push(Err(Error::NotFound { id })),
             }
         }
         Ok(decision)
@@ -766,10 +850,10 @@ impl Writer {
             for effect in effects {
                 match effect {
                     // An id already pending keeps its key: no copy of it.
-                    Effect::Save(env) => match pending.get_mut(env.id.as_str()) {
-                        Some(slot) => *slot = Some(*env),
+                    Effect::Save(v) => match pending.get_mut(v.env.id.as_str()) {
+                        Some(slot) => *slot = Some(*v),
                         None => {
-                            pending.insert(env.id.clone(), Some(*env));
+                            pending.insert(v.env.id.clone(), Some(*v));
                         }
                     },
                     Effect::Delete(id) => {
@@ -788,20 +872,22 @@ impl Writer {
 
 /// What readers will see of one op.
 enum Effect {
-    Save(Box<Environment>),
+    Save(Box<Versioned>),
     Delete(String),
 }
 
 /// What a batch does, decided before anything is written.
 struct Decision {
-    /// Each op's answer, in order.
-    results: Vec<Result<()>>,
+    /// Each op's answer, in order: a save's new revision.
+    results: Vec<Result<Option<Revision>>>,
     /// The journal frames to write (misses of `delete` write none).
     entries: Vec<Entry>,
     /// What readers will see, in order.
     effects: Vec<Effect>,
     /// The change to the count.
     delta: isize,
+    /// The highest revision issued once the batch is durable.
+    last: u64,
 }
 
 /// The batch's failure, once for each of its callers.
@@ -833,7 +919,10 @@ mod tests {
         rt.block_on(store.save(&env("b"))).expect("save b");
         lane.checkpoint_now();
         rt.block_on(store.save(&env("k"))).expect("save k");
-        let delete = |id: &str| Op::Delete { id: id.into() };
+        let delete = |id: &str| Op::Delete {
+            id: id.into(),
+            expected: None,
+        };
         let ops = [
             (save("a"), true),
             (save("a"), true),
@@ -857,7 +946,7 @@ mod tests {
         for (i, (answer, ok)) in expected.into_iter().enumerate() {
             let result = answer.blocking_recv().expect("an answer");
             match (ok, &result) {
-                (true, Ok(())) | (false, Err(Error::NotFound { .. })) => {}
+                (true, Ok(_)) | (false, Err(Error::NotFound { .. })) => {}
                 _ => panic!("op {i}: {result:?}, expected ok: {ok}"),
             }
         }
@@ -868,13 +957,82 @@ mod tests {
         assert_eq!(ids(&rt, &reopened), want, "reopened");
     }
 
+    /// Conditional writes in one batch are judged against the ops before
+    /// them in it, and each write gets a higher revision than the last.
+    #[test]
+    fn conditions_in_one_batch_see_the_ops_before_them() {
+        use crate::revisions::{Expected, Revision};
+        let rt = runtime();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RedbStore::open(dir.path().join("s.redb")).expect("open");
+        let lane = store.lane.clone().expect("a writable store");
+        let save_if = |id: &str, expected: Expected| match save(id) {
+            Op::Save { env, payload, .. } => Op::Save {
+                env,
+                payload,
+                expected: Some(expected),
+            },
+            other => other,
+        };
+        let delete_if = |id: &str, r: u64| Op::Delete {
+            id: id.into(),
+            expected: Some(Revision::new(r)),
+        };
+        // Revisions start at 1 in a new store.
+        let ops = [
+            save_if("n", Expected::Absent),                     // 1
+            save_if("n", Expected::Absent),                     // conflict, found 1
+            save_if("n", Expected::Revision(Revision::new(1))), // 2
+            save_if("n", Expected::Revision(Revision::new(1))), // conflict, found 2
+            delete_if("n", 1),                                  // conflict, found 2
+            delete_if("n", 2),                                  // 3 (a delete)
+            save_if("n", Expected::Revision(Revision::new(2))), // conflict, found none
+            save_if("n", Expected::Absent),                     // 4
+        ];
+        let (requests, answers): (Vec<_>, Vec<_>) = ops
+            .into_iter()
+            .map(|op| {
+                let (reply, answer) = oneshot::channel();
+                (Request { op, reply }, answer)
+            })
+            .unzip();
+        lane.submit_batch(requests);
+        let got: Vec<String> = answers
+            .into_iter()
+            .map(|a| match a.blocking_recv().expect("an answer") {
+                Ok(r) => format!("ok {:?}", r.map(Revision::get)),
+                Err(Error::Conflict { found, .. }) => {
+                    format!("conflict {:?}", found.map(Revision::get))
+                }
+                Err(e) => format!("error {e}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "ok Some(1)",
+                "conflict Some(1)",
+                "ok Some(2)",
+                "conflict Some(2)",
+                "conflict Some(2)",
+                "ok None",
+                "conflict None",
+                "ok Some(4)",
+            ]
+        );
+        let v = rt
+            .block_on(crate::Revisioned::find_revision(&store, "n"))
+            .expect("find");
+        assert_eq!(v.revision, Revision::new(4));
+    }
+
     #[test]
     fn a_job_ending_where_the_last_one_did_has_its_own_outcome() {
         let checkpointer = Checkpointer::default();
-        let first = checkpointer.job(Arc::default(), 5);
+        let first = checkpointer.job(Arc::default(), 5, 0);
         checkpointer.finish(first.id, Ok(()));
         // Nothing written since: the next job ends at the same number.
-        let second = checkpointer.job(Arc::default(), 5);
+        let second = checkpointer.job(Arc::default(), 5, 0);
         assert_eq!(checkpointer.outcome(first.id, false), Some(Ok(())));
         assert_eq!(checkpointer.outcome(second.id, false), None);
         checkpointer.finish(second.id, Err("disk".into()));
