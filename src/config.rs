@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::repository::Repository;
+use crate::revisions::Revisioned;
 use crate::store::memory::MemoryStore;
 use crate::store::redb::RedbStore;
 
@@ -226,7 +226,7 @@ impl StoreConfig {
     ///
     /// Cancel safe: dropped, no store is returned; a redb open already
     /// running finishes on the blocking pool and is closed again.
-    pub async fn open(&self) -> Result<Arc<dyn Repository>> {
+    pub async fn open(&self) -> Result<Arc<dyn Revisioned>> {
         match self {
             StoreConfig::Redb { path } => open_blocking(path, RedbStore::open).await,
             StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
@@ -244,7 +244,7 @@ impl StoreConfig {
     /// # Cancel safety
     ///
     /// Cancel safe, like [`open`](Self::open).
-    pub async fn open_read_only(&self) -> Result<Arc<dyn Repository>> {
+    pub async fn open_read_only(&self) -> Result<Arc<dyn Revisioned>> {
         match self {
             StoreConfig::Redb { path } => open_blocking(path, RedbStore::open_read_only).await,
             other => other.open().await,
@@ -256,7 +256,7 @@ impl StoreConfig {
 async fn open_blocking(
     path: &Path,
     open: fn(PathBuf) -> Result<RedbStore>,
-) -> Result<Arc<dyn Repository>> {
+) -> Result<Arc<dyn Revisioned>> {
     let path = path.to_owned();
     let store = tokio::task::spawn_blocking(move || open(path))
         .await
@@ -269,7 +269,7 @@ async fn connect_postgres(
     url: &ConnectionString,
     schema: &str,
     pool: PoolSettings,
-) -> Result<Arc<dyn Repository>> {
+) -> Result<Arc<dyn Revisioned>> {
     use crate::store::postgres::{PgOptions, PgStore};
     let options = PgOptions {
         schema: schema.to_owned(),
@@ -285,7 +285,7 @@ async fn connect_postgres(
     url: &ConnectionString,
     _schema: &str,
     _pool: PoolSettings,
-) -> Result<Arc<dyn Repository>> {
+) -> Result<Arc<dyn Revisioned>> {
     Err(Error::Config(format!(
         "{url}: this build has no PostgreSQL support (the `postgres` feature)"
     )))

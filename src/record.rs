@@ -13,6 +13,12 @@
 //! fractional digits, and the inactivity timeout `{"secs":…,"nanos":…}`.
 //! Encoding is lossless: `decode(&encode(&env)?)? == env` for every value.
 //!
+//! **Revisions are not part of a record.** A [`Revision`](crate::Revision)
+//! belongs to the store that issued it: stores keep it beside the record
+//! (redb in the value's header, PostgreSQL in a column), an export holds
+//! none, and an import writes each record anew, at a new revision of the
+//! target store.
+//!
 //! **Newer schemas are refused, never truncated.** A record whose
 //! `schema_version` is above [`SCHEMA_VERSION`] decodes to
 //! [`RecordError::UnsupportedSchema`], and a record of this version with a

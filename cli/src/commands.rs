@@ -13,9 +13,19 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use waggle_store::chrono;
-use waggle_store::{Environment, RedbStore, StoreConfig, record};
+use waggle_store::{Environment, RedbStore, StoreConfig, Versioned, record};
 
 use crate::{Cli, Command, EXIT_DAMAGED};
+
+/// An environment as JSON with its `revision` beside its fields: what
+/// `show` and `list --json` print. (Exports carry no revisions.)
+fn with_revision(v: &Versioned) -> serde_json::Result<serde_json::Value> {
+    let mut json = serde_json::to_value(&v.env)?;
+    if let serde_json::Value::Object(fields) = &mut json {
+        fields.insert("revision".into(), v.revision.get().into());
+    }
+    Ok(json)
+}
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -45,21 +55,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime,
             json,
         } => {
-            let all = config.open_read_only().await?.find_all().await?;
-            let rows: Vec<Environment> = all
+            let all = config.open_read_only().await?.find_all_revisions().await?;
+            let rows: Vec<Versioned> = all
                 .into_iter()
-                .filter(|e| status.is_none_or(|s| e.status() == s))
-                .filter(|e| runtime.is_none_or(|r| e.runtime == r))
+                .filter(|v| status.is_none_or(|s| v.env.status() == s))
+                .filter(|v| runtime.is_none_or(|r| v.env.runtime == r))
                 .collect();
             if json {
+                let rows = rows
+                    .iter()
+                    .map(with_revision)
+                    .collect::<Result<Vec<_>, _>>()?;
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                print_table(&rows, Utc::now());
+                let envs: Vec<Environment> = rows.into_iter().map(|v| v.env).collect();
+                print_table(&envs, Utc::now());
             }
         }
         Command::Show { id } => {
-            let env = config.open_read_only().await?.find_by_id(&id).await?;
-            println!("{}", serde_json::to_string_pretty(&env)?);
+            let v = config.open_read_only().await?.find_revision(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&with_revision(&v)?)?);
         }
         Command::Count => println!("{}", config.open_read_only().await?.count().await?),
         Command::Export { out } => export(&config, out.as_deref()).await?,

@@ -1,15 +1,20 @@
 // SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
 // SPDX-License-Identifier: Apache-2.0
 
-//! The first-run demo: environments taken through Waggle's lifecycle are
-//! still there after the store is closed and reopened, as after a restart.
+//! The first-run demo: environments taken through Waggle's lifecycle — each
+//! change a conditional write, as two servers on one store need — are still
+//! there, revisions included, after the store is closed and reopened, as
+//! after a restart.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use waggle_store::chrono::Utc;
-use waggle_store::{Environment, RedbStore, Repository, Runtime, Status, StoreConfig};
+use waggle_store::{
+    Environment, Expected, RedbStore, Repository, Revisioned, RevisionedExt, Runtime, Status,
+    StoreConfig,
+};
 
 use crate::commands::print_table;
 
@@ -57,23 +62,34 @@ pub async fn run(config: Option<&StoreConfig>) -> anyhow::Result<()> {
     for (i, (id, name, runtime, steps)) in script.into_iter().enumerate() {
         let mut env = Environment::new(id, name, runtime);
         env.inactivity_timeout = Duration::from_secs(30 * 60);
-        store.save(&env).await?;
-        println!("  {id}: creating -> saved");
+        let revision = store.save_if(&env, Expected::Absent).await?;
+        println!("  {id}: creating -> saved ({revision})");
+        let mut current = store.find_revision(id).await?;
         for status in steps {
-            env.transition_to(*status)?;
-            if *status == Status::Running {
-                env.ssh_port = 2200 + i as u16;
-                env.touch();
-            }
-            store.save(&env).await?;
-            println!("  {id}: {} -> saved", status);
+            // Read, change, save only if nobody changed it meanwhile.
+            current = store
+                .update(id, |env| {
+                    env.transition_to(*status)?;
+                    if *status == Status::Running {
+                        env.ssh_port = 2200 + i as u16;
+                        env.touch();
+                    }
+                    Ok(())
+                })
+                .await?;
+            println!("  {id}: {status} -> saved ({})", current.revision);
         }
-        saved.push(env);
+        saved.push(current);
     }
-    store.delete("demo-gone").await?;
-    saved.retain(|e| e.id != "demo-gone");
-    saved.sort_by(|a, b| a.id.cmp(&b.id));
-    println!("  demo-gone: deleted after it was destroyed");
+    let gone = saved
+        .iter()
+        .find(|v| v.env.id == "demo-gone")
+        .map(|v| v.revision)
+        .context("demo-gone was not saved")?;
+    store.delete_if("demo-gone", gone).await?;
+    saved.retain(|v| v.env.id != "demo-gone");
+    saved.sort_by(|a, b| a.env.id.cmp(&b.env.id));
+    println!("  demo-gone: deleted after it was destroyed (only if still at {gone})");
     println!();
     println!("Before the restart:");
     print_table(&store.find_all().await?, Utc::now());
@@ -82,17 +98,18 @@ pub async fn run(config: Option<&StoreConfig>) -> anyhow::Result<()> {
     println!();
     println!("Store closed. Reopening it, as a restarted server would...");
     let reopened = RedbStore::open(&path)?;
-    let after = reopened.find_all().await?;
+    let after = reopened.find_all_revisions().await?;
     println!();
     println!("After the restart:");
-    print_table(&after, Utc::now());
+    let envs: Vec<Environment> = after.iter().map(|v| v.env.clone()).collect();
+    print_table(&envs, Utc::now());
     ensure!(
         after == saved,
         "the reopened store differs from what was saved"
     );
     println!();
     println!(
-        "All {} environments survived the restart, field for field.",
+        "All {} environments survived the restart, field for field, each at the revision it was saved at.",
         after.len()
     );
     Ok(())

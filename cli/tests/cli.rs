@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use waggle_store::{Environment, RedbStore, Repository, Runtime, Status, record};
+use waggle_store::{Environment, RedbStore, Repository, Revisioned, Runtime, Status, record};
 
 fn cli(store: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_waggle-store"))
@@ -16,6 +16,18 @@ fn cli(store: &Path, args: &[&str]) -> Output {
         .env_remove("WAGGLE_STORE_PATH")
         .output()
         .unwrap_or_else(|e| panic!("cannot run waggle-store: {e}"))
+}
+
+/// An environment as `show` and `list --json` print it: its fields and its
+/// `revision`.
+fn with_revision(mut json: serde_json::Value) -> (Environment, u64) {
+    let revision = json
+        .as_object_mut()
+        .and_then(|o| o.remove("revision"))
+        .and_then(|r| r.as_u64())
+        .unwrap_or_else(|| panic!("no revision in {json}"));
+    let env = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+    (env, revision)
 }
 
 fn stdout(o: &Output) -> String {
@@ -76,18 +88,29 @@ fn read_commands() {
         "{text}"
     );
 
+    // The revisions the store holds, to find in `list --json` and `show`.
+    let revisions: Vec<u64> = rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let all = store.find_all_revisions().await.unwrap_or_default();
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+        all.iter().map(|v| v.revision.get()).collect()
+    });
+    assert_eq!(revisions.len(), 3);
     let filtered = cli(&path, &["list", "--status", "running", "--json"]);
-    let parsed: Vec<Environment> =
+    let parsed: Vec<serde_json::Value> =
         serde_json::from_slice(&filtered.stdout).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(parsed, vec![envs[0].clone()]);
+    let parsed: Vec<_> = parsed.into_iter().map(with_revision).collect();
+    assert_eq!(parsed, vec![(envs[0].clone(), revisions[0])]);
     let by_runtime = cli(&path, &["list", "--runtime", "node", "--json"]);
-    let parsed: Vec<Environment> =
+    let parsed: Vec<serde_json::Value> =
         serde_json::from_slice(&by_runtime.stdout).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(parsed, vec![envs[1].clone()]);
+    let parsed: Vec<_> = parsed.into_iter().map(with_revision).collect();
+    assert_eq!(parsed, vec![(envs[1].clone(), revisions[1])]);
 
     let show = cli(&path, &["show", "e3"]);
-    let one: Environment = serde_json::from_slice(&show.stdout).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(one, envs[2]);
+    let one: serde_json::Value =
+        serde_json::from_slice(&show.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(with_revision(one), (envs[2].clone(), revisions[2]));
     let missing = cli(&path, &["show", "nope"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(
