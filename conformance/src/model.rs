@@ -236,20 +236,27 @@ fn run_model<const REOPEN: bool, S: Repository + 'static, G: Send + 'static>(
     );
     match result {
         Ok(()) => {}
-        Err(TestError::Fail(why, (_, steps, _))) => {
-            let listing: Vec<String> = steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| format!("  {i}: {s:?}"))
-                .collect();
-            panic!(
-                "model check failed: {why}\nminimal failing sequence ({} steps):\n{}",
-                steps.len(),
-                listing.join("\n")
-            );
-        }
+        Err(TestError::Fail(why, (_, steps, _))) => fail_with_sequence(&why, &steps),
         Err(e) => panic!("model check failed: {e}"),
     }
+}
+
+/// Fails a model check, listing the minimal failing sequence proptest
+/// shrank it to.
+pub(crate) fn fail_with_sequence<T: std::fmt::Debug>(
+    why: &dyn std::fmt::Display,
+    steps: &[T],
+) -> ! {
+    let listing: Vec<String> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("  {i}: {s:?}"))
+        .collect();
+    panic!(
+        "model check failed: {why}\nminimal failing sequence ({} steps):\n{}",
+        steps.len(),
+        listing.join("\n")
+    );
 }
 
 /// Random sequences of every operation agree with the model.

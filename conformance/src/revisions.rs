@@ -761,18 +761,7 @@ pub fn model_revisions<S: Revisioned + 'static, G: Send + 'static>(
     });
     match result {
         Ok(()) => {}
-        Err(TestError::Fail(why, steps)) => {
-            let listing: Vec<String> = steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| format!("  {i}: {s:?}"))
-                .collect();
-            panic!(
-                "model check failed: {why}\nminimal failing sequence ({} steps):\n{}",
-                steps.len(),
-                listing.join("\n")
-            );
-        }
+        Err(TestError::Fail(why, steps)) => crate::model::fail_with_sequence(&why, &steps),
         Err(e) => panic!("model check failed: {e}"),
     }
 }

@@ -8,6 +8,8 @@
 //! then is the blind read-modify-write a plain `save` gives, and
 //! `lost_updates` catches the increments it loses.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -49,6 +51,17 @@ struct State {
     map: BTreeMap<String, Versioned>,
     /// The last revision issued.
     last: u64,
+}
+
+/// Stores a copy of `env` at `revision`.
+fn put(state: &mut State, env: &Environment, revision: Revision) {
+    state.map.insert(
+        env.id.clone(),
+        Versioned {
+            env: env.clone(),
+            revision,
+        },
+    );
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,13 +127,7 @@ impl Repository for Store {
         validate_id(&env.id)?;
         let mut state = self.state();
         let revision = self.next(&mut state, &env.id);
-        state.map.insert(
-            env.id.clone(),
-            Versioned {
-                env: env.clone(),
-                revision,
-            },
-        );
+        put(&mut state, env, revision);
         Ok(())
     }
     async fn find_by_id(&self, id: &str) -> Result<Environment> {
@@ -175,13 +182,7 @@ impl Revisioned for Store {
                     }
                     let old = state.map.get(&env.id).map(|v| v.revision);
                     let revision = old.unwrap_or(Revision::new(0));
-                    state.map.insert(
-                        env.id.clone(),
-                        Versioned {
-                            env: env.clone(),
-                            revision,
-                        },
-                    );
+                    put(&mut state, env, revision);
                     old
                 };
                 let _ = old;
@@ -205,24 +206,12 @@ impl Revisioned for Store {
             let conflict = Self::conflict(&state, &env.id, expected);
             if self.defect == Defect::ConflictStillWrites {
                 let revision = self.next(&mut state, &env.id);
-                state.map.insert(
-                    env.id.clone(),
-                    Versioned {
-                        env: env.clone(),
-                        revision,
-                    },
-                );
+                put(&mut state, env, revision);
             }
             return Err(conflict);
         }
         let revision = self.next(&mut state, &env.id);
-        state.map.insert(
-            env.id.clone(),
-            Versioned {
-                env: env.clone(),
-                revision,
-            },
-        );
+        put(&mut state, env, revision);
         Ok(revision)
     }
     async fn delete_if(&self, id: &str, expected: Revision) -> Result<()> {
@@ -273,19 +262,9 @@ fn failing_checks(defect: Defect) -> BTreeSet<&'static str> {
         .collect()
 }
 
+/// Asserts `defect` fails exactly the checks `must`, plus any of `may`.
 fn assert_fails(defect: Defect, must: &[&str], may: &[&str]) {
-    let failed = failing_checks(defect);
-    let must: BTreeSet<&str> = must.iter().copied().collect();
-    let may: BTreeSet<&str> = may.iter().copied().collect();
-    let missed: Vec<_> = must.difference(&failed).collect();
-    let unexpected: Vec<_> = failed
-        .difference(&must)
-        .filter(|c| !may.contains(*c))
-        .collect();
-    assert!(
-        missed.is_empty() && unexpected.is_empty(),
-        "{defect:?}: checks that should have failed but passed: {missed:?}; checks that failed unexpectedly: {unexpected:?}"
-    );
+    support::assert_failed_exactly(&defect, &failing_checks(defect), must, may);
 }
 
 macro_rules! broken {

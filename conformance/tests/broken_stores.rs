@@ -5,6 +5,8 @@
 //! must fail exactly the checks named for it — and every check must be
 //! failed by at least one of them.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -364,22 +366,9 @@ fn failing_checks(defect: Defect) -> BTreeSet<&'static str> {
         .collect()
 }
 
-/// Asserts the checks `defect` fails are exactly `must`, plus any of
-/// `may`: checks whose outcome depends on how tasks interleave (a
-/// concurrent history may or may not hit the defect).
+/// Asserts `defect` fails exactly the checks `must`, plus any of `may`.
 fn assert_fails(defect: Defect, must: &[&str], may: &[&str]) {
-    let failed = failing_checks(defect);
-    let must: BTreeSet<&str> = must.iter().copied().collect();
-    let may: BTreeSet<&str> = may.iter().copied().collect();
-    let missed: Vec<_> = must.difference(&failed).collect();
-    let unexpected: Vec<_> = failed
-        .difference(&must)
-        .filter(|c| !may.contains(*c))
-        .collect();
-    assert!(
-        missed.is_empty() && unexpected.is_empty(),
-        "{defect:?}: checks that should have failed but passed: {missed:?}; checks that failed unexpectedly: {unexpected:?}"
-    );
+    support::assert_failed_exactly(&defect, &failing_checks(defect), must, may);
 }
 
 macro_rules! broken {

@@ -551,20 +551,7 @@ impl Repository for PgStore {
     ///
     /// Cancel safe: one read statement; a dropped call changes nothing.
     async fn find_by_id(&self, id: &str) -> Result<Environment> {
-        // No invalid id is stored (and PostgreSQL text cannot hold NUL).
-        if validate_id(id).is_err() {
-            return Err(Error::not_found(id));
-        }
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let statement = prepared(&client, &self.sql.select).await?;
-        let row = client
-            .query_opt(&statement, &[&id])
-            .await
-            .map_err(pg_error("reading"))?;
-        match row {
-            Some(row) => decode(id, row.get(0)),
-            None => Err(Error::not_found(id)),
-        }
+        self.find_revision(id).await.map(|v| v.env)
     }
 
     /// # Cancel safety
@@ -572,20 +559,12 @@ impl Repository for PgStore {
     /// Cancel safe: one read statement (one snapshot); a dropped call
     /// changes nothing.
     async fn find_all(&self) -> Result<Vec<Environment>> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let statement = prepared(&client, &self.sql.all).await?;
-        let rows = client
-            .query(&statement, &[])
-            .await
-            .map_err(pg_error("reading"))?;
-        // Decoding thousands of records would hold the executor thread.
-        tokio::task::spawn_blocking(move || {
-            rows.iter()
-                .map(|row| decode(row.get(0), row.get(1)))
-                .collect()
-        })
-        .await
-        .map_err(|e| Error::storage("decoding", e))?
+        Ok(self
+            .find_all_revisions()
+            .await?
+            .into_iter()
+            .map(|v| v.env)
+            .collect())
     }
 
     /// # Cancel safety
