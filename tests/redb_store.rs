@@ -431,7 +431,62 @@ fn read_only_handle_refuses_writes_and_missing_files() {
             Err(Error::ReadOnly { .. })
         ));
         assert!(matches!(ro.delete("x").await, Err(Error::ReadOnly { .. })));
+        assert!(matches!(
+            ro.save_if(&env("x"), Expected::Absent).await,
+            Err(Error::ReadOnly { .. })
+        ));
+        assert!(matches!(
+            ro.delete_if("x", Revision::new(1)).await,
+            Err(Error::ReadOnly { .. })
+        ));
         assert_eq!(ro.count().await.ok(), Some(0));
+    });
+}
+
+/// A read-only handle beside a live writer reads each value's revision as
+/// the writer issued it: from the redb file after a checkpoint, and from
+/// the journal before one.
+#[test]
+fn a_read_only_handle_sees_the_writers_revisions() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    rt().block_on(async {
+        let writer = RedbStore::open_with(
+            &path,
+            RedbOptions {
+                checkpoint_ids: 4,
+                ..RedbOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..10 {
+            writer
+                .save_if(&env(&format!("r{i}")), Expected::Absent)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        writer
+            .update("r3", |e| {
+                e.ssh_port = 3;
+                Ok(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        writer.delete("r4").await.unwrap_or_else(|e| panic!("{e}"));
+        let ro = RedbStore::open_read_only(&path).unwrap_or_else(|e| panic!("{e}"));
+        let want = writer
+            .find_all_revisions()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(want.len(), 9);
+        assert!(
+            writer.stats().checkpoints > 0,
+            "nothing reached the redb file"
+        );
+        assert_eq!(ro.find_all_revisions().await.ok(), Some(want.clone()));
+        for v in &want {
+            assert_eq!(ro.find_revision(&v.env.id).await.ok().as_ref(), Some(v));
+        }
     });
 }
 
