@@ -1478,6 +1478,57 @@ fn a_flipped_bit_in_a_record_is_corruption_not_data() {
     );
 }
 
+/// A record damaged behind the store's back (its pages intact, its own
+/// checksum wrong) is `Corrupt` when read, and when a conditional write
+/// needs its revision; a plain `delete` or `save` still replaces it, which
+/// is how an operator repairs what `check` lists.
+#[test]
+fn a_corrupt_record_can_be_deleted_or_overwritten() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    valid_store(&path, 4);
+    {
+        let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let table: redb::TableDefinition<&str, &[u8]> =
+                redb::TableDefinition::new("waggle_environments");
+            let mut t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
+            for id in ["v0001", "v0002", "v0003"] {
+                t.insert(id, b"\x02 not what was sealed".as_slice())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        txn.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+    rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            store.find_by_id("v0001").await,
+            Err(Error::Corrupt { .. })
+        ));
+        match store
+            .save_if(&env("v0003"), Expected::Revision(Revision::new(3)))
+            .await
+        {
+            Err(Error::Corrupt { id, .. }) => assert_eq!(id, "v0003"),
+            other => panic!("a conditional write over a damaged record: {other:?}"),
+        }
+        store
+            .delete("v0001")
+            .await
+            .unwrap_or_else(|e| panic!("deleting a damaged record: {e}"));
+        let fresh = env("v0002");
+        store
+            .save(&fresh)
+            .await
+            .unwrap_or_else(|e| panic!("overwriting a damaged record: {e}"));
+        assert_eq!(store.find_by_id("v0002").await.ok(), Some(fresh));
+        assert!(store.find_by_id("v0001").await.unwrap_err().is_not_found());
+        assert_eq!(store.count().await.ok(), Some(3));
+    });
+}
+
 #[test]
 fn reopen_is_quick_after_a_clean_close() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -648,14 +648,15 @@ impl Writer {
         Ok(())
     }
 
-    /// The revision stored under `id` (`None`: nothing is), as of the
-    /// pending writes.
-    fn stored(&mut self, overlay: &super::pending::Overlay, id: &str) -> Result<Option<Revision>> {
+    /// What is stored under `id`, as of the pending writes.
+    fn stored(&mut self, overlay: &super::pending::Overlay, id: &str) -> Result<Held> {
         if let Some(value) = overlay.get(id) {
-            return Ok(value.as_ref().map(|v| v.revision));
+            return Ok(value
+                .as_ref()
+                .map_or(Held::Absent, |v| Held::At(v.revision)));
         }
         if let Some(revision) = self.shared.cache.revision(id) {
-            return Ok(Some(revision));
+            return Ok(Held::At(revision));
         }
         // The redb file changes only at checkpoints: one snapshot serves
         // until the next. The overlay was taken first, so a checkpoint
@@ -673,13 +674,11 @@ impl Writer {
         }
         match &self.lookup {
             Some((_, table)) => match table.get(id).map_err(storage("reading"))? {
-                None => Ok(None),
-                Some(value) => checksum::open(value.value())
-                    .map(|(revision, _)| Some(Revision::new(revision)))
-                    .map_err(|reason| Error::Corrupt {
-                        id: id.to_owned(),
-                        reason,
-                    }),
+                None => Ok(Held::Absent),
+                Some(value) => Ok(match checksum::open(value.value()) {
+                    Ok((revision, _)) => Held::At(Revision::new(revision)),
+                    Err(reason) => Held::Unreadable(reason),
+                }),
             },
             None => Err(Error::storage("reading", "no snapshot of the table")),
         }
@@ -727,51 +726,82 @@ impl Writer {
     /// delete, or a condition that does not hold, writes nothing), and the
     /// revision each write gets. Conditions are judged against the ops
     /// before them in the batch, so the batch is as if its ops ran one at
-    /// a time, in order.
+    /// a time, in order. A plain write replaces a damaged value; a
+    /// conditional one, which needs its revision, is refused as `Corrupt`.
     fn decide(&mut self, ops: Vec<Op>) -> Result<Decision> {
+        // First by reference, so that the batch's own ids need no copies:
+        // each op's verdict, as of the ops before it.
+        let mut last = self.last_revision;
+        let mut delta = 0_isize;
+        let mut verdicts = Vec::with_capacity(ops.len());
+        {
+            let overlay = self.shared.state().overlay();
+            let mut after: HashMap<&str, Held> = HashMap::with_capacity(ops.len());
+            for op in &ops {
+                let id = match op {
+                    Op::Save { env, .. } => env.id.as_str(),
+                    Op::Delete { id, .. } => id.as_str(),
+                };
+                let held = match after.remove(id) {
+                    Some(held) => held,
+                    None => self.stored(&overlay, id)?,
+                };
+                let expected = match op {
+                    Op::Save { expected, .. } => *expected,
+                    Op::Delete { expected, .. } => expected.map(Expected::Revision),
+                };
+                let verdict = match (&held, expected) {
+                    (Held::Unreadable(reason), Some(_)) => Verdict::Refused(Error::Corrupt {
+                        id: id.to_owned(),
+                        reason: reason.clone(),
+                    }),
+                    (_, Some(expected)) if !held.satisfies(expected) => {
+                        Verdict::Refused(Error::Conflict {
+                            id: id.to_owned(),
+                            expected,
+                            found: held.revision(),
+                        })
+                    }
+                    (Held::Absent, None) if matches!(op, Op::Delete { .. }) => {
+                        Verdict::Refused(Error::NotFound { id: id.to_owned() })
+                    }
+                    _ => {
+                        last += 1;
+                        let saves = matches!(op, Op::Save { .. });
+                        let present = !matches!(held, Held::Absent);
+                        delta += isize::from(saves && !present) - isize::from(!saves);
+                        Verdict::Writes(Revision::new(last))
+                    }
+                };
+                let now = match (&verdict, op) {
+                    (Verdict::Writes(r), Op::Save { .. }) => Held::At(*r),
+                    (Verdict::Writes(_), Op::Delete { .. }) => Held::Absent,
+                    (Verdict::Refused(_), _) => held,
+                };
+                after.insert(id, now);
+                verdicts.push(verdict);
+            }
+        }
         let mut decision = Decision {
             results: Vec::with_capacity(ops.len()),
             entries: Vec::with_capacity(ops.len()),
             effects: Vec::with_capacity(ops.len()),
-            delta: 0,
-            last: self.last_revision,
+            delta,
+            last,
         };
-        // What each id holds as of the ops before: `None` is nothing.
-        let mut after: HashMap<String, Option<Revision>> = HashMap::with_capacity(ops.len());
-        let overlay = self.shared.state().overlay();
-        for op in ops {
-            let id = match &op {
-                Op::Save { env, .. } => env.id.as_str(),
-                Op::Delete { id, .. } => id.as_str(),
-            };
-            let stored = match after.get(id) {
-                Some(&r) => r,
-                None => self.stored(&overlay, id)?,
+        for (op, verdict) in ops.into_iter().zip(verdicts) {
+            let revision = match verdict {
+                Verdict::Refused(e) => {
+                    decision.results.push(Err(e));
+                    continue;
+                }
+                Verdict::Writes(revision) => revision,
             };
             match op {
                 Op::Save {
-                    env,
-                    mut payload,
-                    expected,
+                    env, mut payload, ..
                 } => {
-                    let holds = match expected {
-                        None => true,
-                        Some(Expected::Absent) => stored.is_none(),
-                        Some(Expected::Revision(r)) => stored == Some(r),
-                    };
-                    if let (false, Some(expected)) = (holds, expected) {
-                        decision.results.push(Err(Error::Conflict {
-                            id: env.id,
-                            expected,
-                            found: stored,
-                        }));
-                        continue;
-                    }
-                    decision.last += 1;
-                    let revision = Revision::new(decision.last);
                     set_revision(&mut payload, revision);
-                    decision.delta += isize::from(stored.is_none());
-                    after.insert(env.id.clone(), Some(revision));
                     decision.entries.push(Entry::Save(payload));
                     decision.effects.push(Effect::Save(Box::new(Versioned {
                         env: *env,
@@ -779,29 +809,10 @@ impl Writer {
                     })));
                     decision.results.push(Ok(Some(revision)));
                 }
-                Op::Delete { id, expected } => {
-                    match (stored, expected) {
-                        (None, None) => {
-                            decision.results.push(Err(Error::NotFound { id }));
-                            continue;
-                        }
-                        (found, Some(r)) if found != Some(r) => {
-                            decision.results.push(Err(Error::Conflict {
-                                id,
-                                expected: Expected::Revision(r),
-                                found,
-                            }));
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    decision.last += 1;
-                    decision.delta -= 1;
-                    decision.entries.push(Entry::Delete(delete_payload(
-                        Revision::new(decision.last),
-                        &id,
-                    )));
-                    after.insert(id.clone(), None);
+                Op::Delete { id, .. } => {
+                    decision
+                        .entries
+                        .push(Entry::Delete(delete_payload(revision, &id)));
                     decision.effects.push(Effect::Delete(id));
                     decision.results.push(Ok(None));
                 }
@@ -868,6 +879,41 @@ impl Writer {
         c.saves.fetch_add(saves, Ordering::Relaxed);
         c.deletes.fetch_add(deletes, Ordering::Relaxed);
     }
+}
+
+/// What the writer finds stored under an id.
+enum Held {
+    /// Nothing.
+    Absent,
+    /// A value at this revision.
+    At(Revision),
+    /// A value whose checksum fails: replaceable by a plain write, but its
+    /// revision is unknown.
+    Unreadable(String),
+}
+
+impl Held {
+    fn revision(&self) -> Option<Revision> {
+        match self {
+            Held::At(r) => Some(*r),
+            Held::Absent | Held::Unreadable(_) => None,
+        }
+    }
+
+    fn satisfies(&self, expected: Expected) -> bool {
+        match expected {
+            Expected::Absent => matches!(self, Held::Absent),
+            Expected::Revision(r) => self.revision() == Some(r),
+        }
+    }
+}
+
+/// What one op of a batch does, decided before anything is written.
+enum Verdict {
+    /// It writes, at this revision.
+    Writes(Revision),
+    /// It writes nothing; its caller gets this.
+    Refused(Error),
 }
 
 /// What readers will see of one op.
