@@ -538,13 +538,7 @@ impl Repository for PgStore {
     /// for a connection, nothing is sent; after, the statement (all of it or
     /// none) ends before any later write by this store begins.
     async fn save(&self, env: &Environment) -> Result<()> {
-        env.validate()?;
-        let bytes = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
-        let record =
-            String::from_utf8(bytes).map_err(|e| Error::storage("encoding the record", e))?;
-        self.write(&self.sql.upsert, &[&env.id, &record], "saving")
-            .await
-            .map(drop)
+        self.save_with(env, None).await.map(drop)
     }
 
     /// # Cancel safety
@@ -610,6 +604,37 @@ fn as_bigint(r: Revision) -> i64 {
 }
 
 impl PgStore {
+    /// A save, conditional on `expected` when given, in one statement:
+    /// the upsert, the insert that does nothing on conflict, or the update
+    /// at a revision. Returns the new revision.
+    async fn save_with(&self, env: &Environment, expected: Option<Expected>) -> Result<Revision> {
+        env.validate()?;
+        let bytes = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
+        let record =
+            String::from_utf8(bytes).map_err(|e| Error::storage("encoding the record", e))?;
+        let (id, record) = (&env.id, &record);
+        let rows = match expected {
+            None => {
+                self.write(&self.sql.upsert, &[id, record], "saving")
+                    .await?
+            }
+            Some(Expected::Absent) => {
+                self.write(&self.sql.create, &[id, record], "saving")
+                    .await?
+            }
+            Some(Expected::Revision(r)) => {
+                let r = as_bigint(r);
+                self.write(&self.sql.update_at, &[id, record, &r], "saving")
+                    .await?
+            }
+        };
+        match (rows.first(), expected) {
+            (Some(row), _) => revision(row.get(0)),
+            (None, Some(expected)) => Err(self.conflict(id, expected).await),
+            (None, None) => Err(Error::storage("saving", "the upsert returned no revision")),
+        }
+    }
+
     /// What is stored under `id` now, for a conflict's report.
     async fn conflict(&self, id: &str, expected: Expected) -> Error {
         let found = async {
@@ -684,28 +709,7 @@ impl Revisioned for PgStore {
     /// Cancel safe, like [`save`](Repository::save): one statement that
     /// compares and writes.
     async fn save_if(&self, env: &Environment, expected: Expected) -> Result<Revision> {
-        env.validate()?;
-        let bytes = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
-        let record =
-            String::from_utf8(bytes).map_err(|e| Error::storage("encoding the record", e))?;
-        let rows = match expected {
-            Expected::Absent => {
-                self.write(&self.sql.create, &[&env.id, &record], "saving")
-                    .await?
-            }
-            Expected::Revision(r) => {
-                self.write(
-                    &self.sql.update_at,
-                    &[&env.id, &record, &as_bigint(r)],
-                    "saving",
-                )
-                .await?
-            }
-        };
-        match rows.first() {
-            Some(row) => revision(row.get(0)),
-            None => Err(self.conflict(&env.id, expected).await),
-        }
+        self.save_with(env, Some(expected)).await
     }
 
     /// # Cancel safety
