@@ -11,27 +11,20 @@
 //! `cargo bench --bench revisions` (full); `cargo test --benches` runs a
 //! smoke pass.
 
+#[path = "support/yardstick.rs"]
+mod yardstick;
+
 use std::collections::HashMap;
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use yardstick::{fmt_time, median, raw_file, raw_sample};
 
 use waggle_store::{
     Environment, Expected, MemoryStore, RedbStore, Repository, Revision, Revisioned, RevisionedExt,
     Runtime,
 };
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn us(secs: f64) -> String {
-    format!("{:.1} µs", secs * 1e6)
-}
 
 fn env(i: usize) -> Environment {
     let mut e = Environment::new(
@@ -41,15 +34,6 @@ fn env(i: usize) -> Environment {
     );
     e.capabilities.path = "/usr/local/bin:/usr/bin:/bin".into();
     e
-}
-
-/// One raw 4 KiB `pwrite` + `fdatasync` in `dir`, timed.
-fn raw_sample(file: &std::fs::File, buf: &[u8], i: usize) -> f64 {
-    let started = Instant::now();
-    file.write_all_at(buf, (i % 64 * 4096) as u64)
-        .unwrap_or_else(|e| panic!("{e}"));
-    file.sync_data().unwrap_or_else(|e| panic!("{e}"));
-    started.elapsed().as_secs_f64()
 }
 
 /// Plain save vs conditional save at the current revision, alternating on
@@ -64,13 +48,7 @@ async fn conditional_vs_plain(store: &RedbStore, dir: &Path, samples: usize) -> 
             .unwrap_or_else(|e| panic!("{e}"));
         revisions.insert(env(i).id, r);
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(dir.join("raw"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let file = raw_file(dir, "revisions");
     let buf = vec![0x5a_u8; 4096];
     let (mut raw, mut plain, mut conditional) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..samples {
@@ -183,9 +161,9 @@ fn main() {
         );
         println!(
             "| {} | {} | {} | {:.2}× |",
-            us(raw),
-            us(plain),
-            us(conditional),
+            fmt_time(raw),
+            fmt_time(plain),
+            fmt_time(conditional),
             conditional / plain
         );
         println!();

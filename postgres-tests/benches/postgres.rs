@@ -57,19 +57,22 @@ async fn store(url: &str, tag: &str) -> Arc<PgStore> {
     )
 }
 
-/// Saves per second with `writers` tasks, each on its own ids, for `window`.
-async fn throughput(store: &Arc<PgStore>, writers: usize, window: Duration) -> f64 {
+/// Writes per second: a task per writer, each writing its own 50 ids with
+/// `write` until `window` is over.
+async fn writes_per_second<W, F, Fut>(writers: Vec<W>, window: Duration, write: F) -> f64
+where
+    W: Send + Sync + 'static,
+    F: Fn(Arc<W>, Environment) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let deadline = Instant::now() + window;
     let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..writers {
-        let store = Arc::clone(store);
+    for (w, writer) in writers.into_iter().enumerate() {
+        let (writer, write) = (Arc::new(writer), write.clone());
         tasks.spawn(async move {
             let mut n = 0usize;
             while Instant::now() < deadline {
-                store
-                    .save(&env(w * 50 + n % 50))
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
+                write(Arc::clone(&writer), env(w * 50 + n % 50)).await;
                 n += 1;
             }
             n
@@ -82,9 +85,18 @@ async fn throughput(store: &Arc<PgStore>, writers: usize, window: Duration) -> f
     total as f64 / window.as_secs_f64()
 }
 
+/// Saves per second with `writers` tasks sharing `store`.
+async fn throughput(store: &Arc<PgStore>, writers: usize, window: Duration) -> f64 {
+    let handles = (0..writers).map(|_| Arc::clone(store)).collect();
+    writes_per_second(handles, window, |store, e| async move {
+        store.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
+    })
+    .await
+}
+
 /// Upserts per second with `writers` bare `tokio-postgres` clients, each on
-/// its own connection and ids, into `table`, for `window`: the machine's
-/// ceiling for the same workload.
+/// its own connection, into `table`: the machine's ceiling for the same
+/// workload.
 async fn bare_throughput(url: &str, table: &str, writers: usize, window: Duration) -> f64 {
     let mut clients = Vec::new();
     for _ in 0..writers {
@@ -101,29 +113,15 @@ async fn bare_throughput(url: &str, table: &str, writers: usize, window: Duratio
             .unwrap_or_else(|e| panic!("{e}"));
         clients.push((client, upsert));
     }
-    let deadline = Instant::now() + window;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (w, (client, upsert)) in clients.into_iter().enumerate() {
-        tasks.spawn(async move {
-            let mut n = 0usize;
-            while Instant::now() < deadline {
-                let e = env(w * 50 + n % 50);
-                let text =
-                    String::from_utf8(record::encode(&e).unwrap_or_default()).unwrap_or_default();
-                client
-                    .execute(&upsert, &[&e.id, &text])
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-                n += 1;
-            }
-            n
-        });
-    }
-    let mut total = 0;
-    while let Some(n) = tasks.join_next().await {
-        total += n.unwrap_or(0);
-    }
-    total as f64 / window.as_secs_f64()
+    writes_per_second(clients, window, |client, e| async move {
+        let text = String::from_utf8(record::encode(&e).unwrap_or_default()).unwrap_or_default();
+        let (client, upsert) = &*client;
+        client
+            .execute(upsert, &[&e.id, &text])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    })
+    .await
 }
 
 async fn fill(store: &Arc<PgStore>, n: usize) {
