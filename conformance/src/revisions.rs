@@ -543,6 +543,39 @@ struct Slot {
     history: Vec<Revision>,
 }
 
+impl Slot {
+    /// The newest revision shown for the id that is not its current one.
+    fn stale(&self) -> Option<Revision> {
+        self.history
+            .iter()
+            .rev()
+            .find(|r| Some(**r) != self.revision)
+            .copied()
+    }
+
+    /// Whether a conditional write expecting `expected` must land.
+    fn holds(&self, expected: Expected) -> bool {
+        match expected {
+            Expected::Absent => self.value.is_none(),
+            Expected::Revision(r) => self.value.is_some() && self.revision == Some(r),
+        }
+    }
+}
+
+impl RevStep {
+    /// The id a conditional step writes, whose revision it must know.
+    fn conditional(&self) -> Option<usize> {
+        match self {
+            RevStep::SaveIfAbsent(n, _)
+            | RevStep::SaveIfCurrent(n, _)
+            | RevStep::SaveIfStale(n, _)
+            | RevStep::DeleteIfCurrent(n)
+            | RevStep::DeleteIfStale(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
 async fn run_rev_steps<S: Revisioned + 'static, G: Send + 'static>(
     h: &Harness<S, G>,
     steps: &[RevStep],
@@ -564,6 +597,17 @@ async fn run_rev_steps<S: Revisioned + 'static, G: Send + 'static>(
             slot.revision = Some(r);
             Ok(())
         };
+        if let Some(n) = step.conditional() {
+            let slot = model.entry(n).or_default();
+            if slot.value.is_some() && slot.revision.is_none() {
+                // Learn the revision of a plain write first.
+                let v = s
+                    .find_revision(id_of(n))
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                fresh(slot, v.revision)?;
+            }
+        }
         match step {
             RevStep::Save(n, tag) => {
                 s.save(&value(id_of(*n), *tag))
@@ -577,35 +621,18 @@ async fn run_rev_steps<S: Revisioned + 'static, G: Send + 'static>(
             | RevStep::SaveIfCurrent(n, tag)
             | RevStep::SaveIfStale(n, tag) => {
                 let slot = model.entry(*n).or_default();
-                if slot.value.is_some() && slot.revision.is_none() {
-                    // Learn the revision of a plain write first.
-                    let v = s
-                        .find_revision(id_of(*n))
-                        .await
-                        .map_err(|e| fail(e.to_string()))?;
-                    fresh(slot, v.revision)?;
-                }
-                let stale = slot
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|r| Some(**r) != slot.revision)
-                    .copied();
                 let expected = match step {
                     RevStep::SaveIfAbsent(..) => Expected::Absent,
                     RevStep::SaveIfCurrent(..) => slot
                         .revision
                         .filter(|_| slot.value.is_some())
                         .map_or(Expected::Absent, Expected::Revision),
-                    _ => match stale {
+                    _ => match slot.stale() {
                         Some(r) => Expected::Revision(r),
                         None => continue,
                     },
                 };
-                let holds = match expected {
-                    Expected::Absent => slot.value.is_none(),
-                    Expected::Revision(r) => slot.value.is_some() && slot.revision == Some(r),
-                };
+                let holds = slot.holds(expected);
                 let env = value(id_of(*n), *tag);
                 match (s.save_if(&env, expected).await, holds) {
                     (Ok(r), true) => {
@@ -640,24 +667,12 @@ async fn run_rev_steps<S: Revisioned + 'static, G: Send + 'static>(
             }
             RevStep::DeleteIfCurrent(n) | RevStep::DeleteIfStale(n) => {
                 let slot = model.entry(*n).or_default();
-                if slot.value.is_some() && slot.revision.is_none() {
-                    let v = s
-                        .find_revision(id_of(*n))
-                        .await
-                        .map_err(|e| fail(e.to_string()))?;
-                    fresh(slot, v.revision)?;
-                }
                 let target = match step {
                     RevStep::DeleteIfCurrent(_) => slot.revision.or(slot.history.last().copied()),
-                    _ => slot
-                        .history
-                        .iter()
-                        .rev()
-                        .find(|r| Some(**r) != slot.revision)
-                        .copied(),
+                    _ => slot.stale(),
                 };
                 let Some(target) = target else { continue };
-                let holds = slot.value.is_some() && slot.revision == Some(target);
+                let holds = slot.holds(Expected::Revision(target));
                 match (s.delete_if(id_of(*n), target).await, holds) {
                     (Ok(()), true) => {
                         slot.value = None;
