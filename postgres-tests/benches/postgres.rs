@@ -124,6 +124,33 @@ async fn bare_throughput(url: &str, table: &str, writers: usize, window: Duratio
     .await
 }
 
+/// Each sample: the bare prepared upsert of one id, then a save of the
+/// same value by each store in turn. The medians, the bare one first.
+async fn side_by_side(
+    client: &tokio_postgres::Client,
+    upsert: &tokio_postgres::Statement,
+    stores: &[&PgStore],
+    ids: impl Iterator<Item = usize>,
+) -> Vec<f64> {
+    let mut times = vec![Vec::new(); stores.len() + 1];
+    for i in ids {
+        let e = env(i);
+        let text = String::from_utf8(record::encode(&e).unwrap_or_default()).unwrap_or_default();
+        let t = Instant::now();
+        client
+            .execute(upsert, &[&e.id, &text])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        times[0].push(t.elapsed().as_secs_f64());
+        for (store, samples) in stores.iter().zip(&mut times[1..]) {
+            let t = Instant::now();
+            store.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
+            samples.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.into_iter().map(median).collect()
+}
+
 async fn fill(store: &Arc<PgStore>, n: usize) {
     let mut tasks = tokio::task::JoinSet::new();
     for chunk in 0..64 {
@@ -185,44 +212,13 @@ fn main() {
         let pg = store(&plain, "bench").await;
         fill(&pg, 1_000).await;
         let tls = store(&with_param(&url, "sslmode=require"), "bench-tls").await;
-        let (mut bare, mut ours, mut ours_tls) = (Vec::new(), Vec::new(), Vec::new());
-        for k in 0..samples {
-            let e = env(k % 1_000);
-            let text =
-                String::from_utf8(record::encode(&e).unwrap_or_default()).unwrap_or_default();
-            let t = Instant::now();
-            client
-                .execute(&upsert, &[&e.id, &text])
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            bare.push(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            pg.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
-            ours.push(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            tls.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
-            ours_tls.push(t.elapsed().as_secs_f64());
-        }
+        let upserts = side_by_side(&client, &upsert, &[&pg, &tls], (0..samples).map(|k| k % 1_000)).await;
         drop(tls);
         // New ids: an insert, which also moves the count slot (a trigger
         // the bare table does not have).
-        let (mut bare_new, mut ours_new) = (Vec::new(), Vec::new());
-        for k in 0..samples {
-            let e = env(1_000_000 + k);
-            let text =
-                String::from_utf8(record::encode(&e).unwrap_or_default()).unwrap_or_default();
-            let t = Instant::now();
-            client
-                .execute(&upsert, &[&e.id, &text])
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            bare_new.push(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            pg.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
-            ours_new.push(t.elapsed().as_secs_f64());
-        }
-        let (bare_new, ours_new) = (median(bare_new), median(ours_new));
-        let (bare, ours, ours_tls) = (median(bare), median(ours), median(ours_tls));
+        let inserts = side_by_side(&client, &upsert, &[&pg], (0..samples).map(|k| 1_000_000 + k)).await;
+        let (bare, ours, ours_tls) = (upserts[0], upserts[1], upserts[2]);
+        let (bare_new, ours_new) = (inserts[0], inserts[1]);
         println!("## Save vs a bare prepared upsert, side by side ({samples} samples each)");
         println!(
             "| bare upsert p50 | PgStore save p50 | save / bare | PgStore over TLS p50 | TLS / bare |\n|---:|---:|---:|---:|---:|"
