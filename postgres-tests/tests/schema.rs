@@ -48,7 +48,7 @@ mod with_server {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .get(0);
-        assert_eq!(versions, "1,2,3", "each migration is recorded once");
+        assert_eq!(versions, "1,2,3,4", "each migration is recorded once");
         assert_eq!(
             stores[3].count().await.ok(),
             Some(1),
@@ -111,7 +111,10 @@ mod with_server {
         let client = raw().await;
         client
             .batch_execute(&format!(
-                "ALTER TABLE \"{schema}\".environments DROP COLUMN revision; \
+                "DROP FUNCTION \"{schema}\".save_environment, \"{schema}\".save_environment_if, \
+                     \"{schema}\".delete_environment, \"{schema}\".delete_environment_if, \
+                     \"{schema}\".lock_environment; \
+                 ALTER TABLE \"{schema}\".environments DROP COLUMN revision; \
                  DROP SEQUENCE \"{schema}\".revisions; \
                  DROP TRIGGER environments_counted ON \"{schema}\".environments; \
                  DROP FUNCTION \"{schema}\".environments_counted(); \

@@ -61,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_environments.sql"),
     include_str!("migrations/0002_count.sql"),
     include_str!("migrations/0003_revisions.sql"),
+    include_str!("migrations/0004_revisions_in_commit_order.sql"),
 ];
 
 /// How to open a [`PgStore`].
@@ -100,55 +101,44 @@ impl fmt::Debug for PgOptions {
     }
 }
 
-/// The statements of one schema, its name quoted.
+/// The statements of one schema, its name quoted. Every write goes
+/// through a function of migration 4, which locks the id before it takes
+/// a revision, so an id's revisions increase in commit order.
 #[derive(Debug)]
 struct Sql {
+    /// Inserts or replaces; returns the new revision.
     upsert: String,
     select: String,
-    delete: String,
     all: String,
     count: String,
-    /// Inserts only if the id is absent; returns the new revision.
-    create: String,
-    /// Updates only at revision `$3`; returns the new revision.
-    update_at: String,
-    /// Deletes only at revision `$2`.
-    delete_at: String,
-    /// The revision stored, for a conflict's report.
-    revision: String,
+    /// Saves only at the expected revision (`NULL`: only if absent);
+    /// returns the new revision (`NULL` if refused) and the one found.
+    save_if: String,
+    /// Deletes; returns the revision removed (`NULL`: none was stored).
+    delete: String,
+    /// Deletes only at revision `$2`; returns whether it did and the
+    /// revision found.
+    delete_if: String,
 }
 
 impl Sql {
     fn new(schema: &str) -> Self {
-        let t = format!("{}.environments", quote(schema));
-        let next = format!("nextval('{}.revisions')", in_literal(&quote(schema)));
+        let s = quote(schema);
+        let t = format!("{s}.environments");
         Self {
-            upsert: format!(
-                "INSERT INTO {t} (id, record, revision) VALUES ($1, $2, {next}) \
-                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, revision = EXCLUDED.revision \
-                 RETURNING revision"
-            ),
+            upsert: format!("SELECT {s}.save_environment($1, $2)"),
             select: format!("SELECT record, revision FROM {t} WHERE id = $1"),
-            delete: format!("DELETE FROM {t} WHERE id = $1 RETURNING revision"),
             all: format!("SELECT id, record, revision FROM {t} ORDER BY id"),
-            create: format!(
-                "INSERT INTO {t} (id, record, revision) VALUES ($1, $2, {next}) \
-                 ON CONFLICT (id) DO NOTHING RETURNING revision"
+            save_if: format!(
+                "SELECT new_revision, found_revision FROM {s}.save_environment_if($1, $2, $3)"
             ),
-            update_at: format!(
-                "UPDATE {t} SET record = $2, revision = {next} WHERE id = $1 AND revision = $3 \
-                 RETURNING revision"
+            delete: format!("SELECT {s}.delete_environment($1)"),
+            delete_if: format!(
+                "SELECT deleted, found_revision FROM {s}.delete_environment_if($1, $2)"
             ),
-            delete_at: format!(
-                "DELETE FROM {t} WHERE id = $1 AND revision = $2 RETURNING revision"
-            ),
-            revision: format!("SELECT revision FROM {t} WHERE id = $1"),
             // Slots kept by a trigger (migration 2): exact, and 64 rows
             // to read rather than every record.
-            count: format!(
-                "SELECT coalesce(sum(n), 0)::bigint FROM {}.environment_count",
-                quote(schema)
-            ),
+            count: format!("SELECT coalesce(sum(n), 0)::bigint FROM {s}.environment_count"),
         }
     }
 }
@@ -568,11 +558,12 @@ impl Repository for PgStore {
         if validate_id(id).is_err() {
             return Err(Error::not_found(id));
         }
-        let deleted = self.write(&self.sql.delete, &[&id], "deleting").await?;
-        if deleted.is_empty() {
-            return Err(Error::not_found(id));
+        let rows = self.write(&self.sql.delete, &[&id], "deleting").await?;
+        let removed: Option<i64> = one_row(&rows, "deleting")?.get(0);
+        match removed {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found(id)),
         }
-        Ok(())
     }
 
     /// # Cancel safety
@@ -603,56 +594,46 @@ fn as_bigint(r: Revision) -> i64 {
     i64::try_from(r.get()).unwrap_or(-1)
 }
 
+/// The one row a write function returns.
+fn one_row<'r>(
+    rows: &'r [tokio_postgres::Row],
+    context: &'static str,
+) -> Result<&'r tokio_postgres::Row> {
+    rows.first()
+        .ok_or_else(|| Error::storage(context, "the write function returned no row"))
+}
+
 impl PgStore {
-    /// A save, conditional on `expected` when given, in one statement:
-    /// the upsert, the insert that does nothing on conflict, or the update
-    /// at a revision. Returns the new revision.
+    /// A save, conditional on `expected` when given, in one call of a
+    /// write function (migration 4). Returns the new revision.
     async fn save_with(&self, env: &Environment, expected: Option<Expected>) -> Result<Revision> {
         env.validate()?;
         let bytes = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
         let record =
             String::from_utf8(bytes).map_err(|e| Error::storage("encoding the record", e))?;
         let (id, record) = (&env.id, &record);
-        let rows = match expected {
-            None => {
-                self.write(&self.sql.upsert, &[id, record], "saving")
-                    .await?
-            }
-            Some(Expected::Absent) => {
-                self.write(&self.sql.create, &[id, record], "saving")
-                    .await?
-            }
-            Some(Expected::Revision(r)) => {
-                let r = as_bigint(r);
-                self.write(&self.sql.update_at, &[id, record, &r], "saving")
-                    .await?
-            }
+        let Some(expected) = expected else {
+            let rows = self
+                .write(&self.sql.upsert, &[id, record], "saving")
+                .await?;
+            return revision(one_row(&rows, "saving")?.get(0));
         };
-        match (rows.first(), expected) {
-            (Some(row), _) => revision(row.get(0)),
-            (None, Some(expected)) => Err(self.conflict(id, expected).await),
-            (None, None) => Err(Error::storage("saving", "the upsert returned no revision")),
-        }
-    }
-
-    /// What is stored under `id` now, for a conflict's report.
-    async fn conflict(&self, id: &str, expected: Expected) -> Error {
-        let found = async {
-            let client = self.pool.get().await.map_err(pool_error)?;
-            let statement = prepared(&client, &self.sql.revision).await?;
-            let row = client
-                .query_opt(&statement, &[&id])
-                .await
-                .map_err(pg_error("reading a revision"))?;
-            row.map(|r| revision(r.get(0))).transpose()
+        let at: Option<i64> = match expected {
+            Expected::Absent => None,
+            Expected::Revision(r) => Some(as_bigint(r)),
         };
-        match found.await {
-            Ok(found) => Error::Conflict {
-                id: id.to_owned(),
+        let rows = self
+            .write(&self.sql.save_if, &[id, record, &at], "saving")
+            .await?;
+        let row = one_row(&rows, "saving")?;
+        let (new, found): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+        match new {
+            Some(new) => revision(new),
+            None => Err(Error::Conflict {
+                id: id.clone(),
                 expected,
-                found,
-            },
-            Err(e) => e,
+                found: found.map(revision).transpose()?,
+            }),
         }
     }
 }
@@ -727,14 +708,20 @@ impl Revisioned for PgStore {
         }
         let rows = self
             .write(
-                &self.sql.delete_at,
+                &self.sql.delete_if,
                 &[&id, &as_bigint(expected)],
                 "deleting",
             )
             .await?;
-        if rows.is_empty() {
-            return Err(self.conflict(id, expected_as).await);
+        let row = one_row(&rows, "deleting")?;
+        let (deleted, found): (bool, Option<i64>) = (row.get(0), row.get(1));
+        if deleted {
+            return Ok(());
         }
-        Ok(())
+        Err(Error::Conflict {
+            id: id.to_owned(),
+            expected: expected_as,
+            found: found.map(revision).transpose()?,
+        })
     }
 }
