@@ -27,11 +27,13 @@
 pub mod blocking;
 pub mod cancellation;
 pub mod checks;
+pub mod churn;
 pub mod concurrency;
 pub mod generate;
 mod harness;
 mod linearizability;
 pub mod model;
+pub mod revision_order;
 pub mod revisions;
 pub mod snapshot;
 
@@ -73,19 +75,27 @@ pub enum Capability {
 pub struct Check {
     /// The test's name.
     pub name: &'static str,
-    /// The capability it needs beyond `fresh`, if any.
-    pub needs: Option<Capability>,
+    /// The capabilities it needs beyond `fresh` (none for most); without
+    /// any one of them the check is generated as ignored.
+    pub needs: &'static [Capability],
     /// The clause of the contract it proves.
     pub guarantees: &'static str,
+}
+
+impl Check {
+    /// Whether it needs `capability`.
+    pub fn needs(&self, capability: Capability) -> bool {
+        self.needs.contains(&capability)
+    }
 }
 
 const fn check(name: &'static str, needs_reopen: bool, guarantees: &'static str) -> Check {
     Check {
         name,
         needs: if needs_reopen {
-            Some(Capability::Reopen)
+            &[Capability::Reopen]
         } else {
-            None
+            &[]
         },
         guarantees,
     }
@@ -94,18 +104,25 @@ const fn check(name: &'static str, needs_reopen: bool, guarantees: &'static str)
 const fn shared_check(name: &'static str, guarantees: &'static str) -> Check {
     Check {
         name,
-        needs: Some(Capability::Share),
+        needs: &[Capability::Share],
         guarantees,
     }
 }
 
-const fn revision_check(name: &'static str, guarantees: &'static str) -> Check {
+const fn revision_check(
+    name: &'static str,
+    needs: &'static [Capability],
+    guarantees: &'static str,
+) -> Check {
     Check {
         name,
-        needs: Some(Capability::Revisions),
+        needs,
         guarantees,
     }
 }
+
+/// What a revision check needs: `revisions: true`.
+const REVISIONS: &[Capability] = &[Capability::Revisions];
 
 /// Every check, in the order the macro generates them.
 pub const CHECKS: &[Check] = &[
@@ -182,7 +199,7 @@ pub const CHECKS: &[Check] = &[
     check(
         "cancel_settles",
         false,
-        "a save or delete dropped after k polls never lands after a later call's write of the same id",
+        "a save or delete dropped after k polls never lands after a later call's write of the same id (looked for 30 ms and 150 ms later)",
     ),
     check(
         "no_executor_stall",
@@ -192,7 +209,7 @@ pub const CHECKS: &[Check] = &[
     check(
         "no_blocking_poll",
         false,
-        "on a current-thread runtime the median over 41 calls of each operation's longest poll stays under 0.5 ms",
+        "on a current-thread runtime, in the median over 41 calls of each operation, no poll keeps the thread blocked (asleep, in an fsync or blocking I/O, waiting on a lock; computing does not count) for 0.5 ms",
     ),
     check(
         "concurrent_linearizable",
@@ -202,7 +219,7 @@ pub const CHECKS: &[Check] = &[
     check(
         "snapshot_reads",
         false,
-        "find_all and count return states that existed while one task inserts, then overwrites, ids in a fixed order; a find_all polled part way and then driven together with a round of saves is still a snapshot",
+        "find_all and count return states that existed while one task inserts, overwrites, or inserts one id and deletes another (every state 8 or 9 values); a read polled part way and then driven together with writes is still a snapshot; read on a second handle too where the backend offers share",
     ),
     check(
         "concurrent_distinct_writers",
@@ -219,23 +236,43 @@ pub const CHECKS: &[Check] = &[
     ),
     revision_check(
         "revision_conflicts",
-        "save_if and delete_if write only when the stored revision (or absence) is the one expected; otherwise Conflict carrying the id, what was expected and what is stored, and nothing written",
+        REVISIONS,
+        "save_if and delete_if write only when the stored revision (or absence) is the one expected; otherwise Conflict carrying the id, what was expected and what is stored, and nothing written; an id save refuses is not stored: find_revision is NotFound, delete_if a Conflict finding nothing, save_if InvalidId",
     ),
     revision_check(
         "revisions_increase",
-        "an id's revisions strictly increase across plain and conditional saves, deletes and re-creates, and across reopens (a delete before one included) where the backend offers reopen",
+        REVISIONS,
+        "an id's revisions strictly increase across plain and conditional saves, deletes and re-creates, and across reopens (a delete before one included) where the backend offers reopen; with writers and readers at once (over two handles too where the backend offers share), no read sees an id's revision go down and a write's revision is above every one visible when it began",
+    ),
+    revision_check(
+        "revision_snapshots",
+        REVISIONS,
+        "find_all_revisions is one snapshot while writers insert, overwrite and delete: every value with the revision it was written at, and a state that existed (read on a second handle too where the backend offers share)",
     ),
     revision_check(
         "revision_cancellation",
+        REVISIONS,
         "save_if, delete_if, update and find_revision dropped after 0…8 polls leave value and revision as before or fully after, the store usable, and never land after a later write",
     ),
     revision_check(
         "lost_updates",
+        REVISIONS,
         "64 tasks incrementing one field of one id through update at once lose no increment, on one handle and split over two where the backend offers share",
     ),
     revision_check(
         "model_revisions",
+        REVISIONS,
         "random sequences of plain and conditional writes, reads and updates agree with a model tracking each id's value and revision",
+    ),
+    revision_check(
+        "model_revisions_with_reopen",
+        &[Capability::Revisions, Capability::Reopen],
+        "the same, with reopens: every kind of write, conditional ones and update included, is kept with its revision",
+    ),
+    revision_check(
+        "model_revisions_shared",
+        &[Capability::Revisions, Capability::Share],
+        "the same, each step on one of two handles on the same storage: a condition or a revision that one handle knows and the other does not is caught",
     ),
 ];
 
@@ -308,9 +345,16 @@ where
     match name {
         "revision_conflicts" => rt.block_on(revisions::revision_conflicts(harness)),
         "revisions_increase" => rt.block_on(revisions::revisions_increase(harness)),
+        "revision_snapshots" => rt.block_on(snapshot::revision_snapshots(harness)),
         "revision_cancellation" => rt.block_on(revisions::revision_cancellation(harness)),
         "lost_updates" => rt.block_on(revisions::lost_updates(harness)),
-        "model_revisions" => revisions::model_revisions(harness, &rt),
+        "model_revisions" => revisions::model_revisions(harness, &rt, revisions::Variant::Plain),
+        "model_revisions_with_reopen" => {
+            revisions::model_revisions(harness, &rt, revisions::Variant::Reopen)
+        }
+        "model_revisions_shared" => {
+            revisions::model_revisions(harness, &rt, revisions::Variant::Shared)
+        }
         other => panic!("no revision check is called {other:?}"),
     }
 }
@@ -413,33 +457,36 @@ macro_rules! __conformance_module {
         mod $name {
             use super::*;
 
-            $crate::__conformance_test!(not_found, $harness, run);
-            $crate::__conformance_test!(upsert, $harness, run);
-            $crate::__conformance_test!(round_trip, $harness, run);
-            $crate::__conformance_test!(find_all_order, $harness, run);
-            $crate::__conformance_test!(count, $harness, run);
-            $crate::__conformance_test!(delete, $harness, run);
-            $crate::__conformance_test!(invalid_ids, $harness, run);
-            $crate::__conformance_test!(valid_ids, $harness, run);
-            $crate::__conformance_test!(copy_isolation, $harness, run);
-            $crate::__conformance_test!(reopen_persists, $harness, reopen $reopen);
-            $crate::__conformance_test!(model_sequences, $harness, run);
-            $crate::__conformance_test!(model_sequences_with_reopen, $harness, reopen $reopen);
-            $crate::__conformance_test!(cancel_after_polls, $harness, run);
-            $crate::__conformance_test!(cancel_by_timeout, $harness, run);
-            $crate::__conformance_test!(cancel_settles, $harness, run);
-            $crate::__conformance_test!(no_executor_stall, $harness, run);
-            $crate::__conformance_test!(no_blocking_poll, $harness, run);
-            $crate::__conformance_test!(concurrent_linearizable, $harness, run);
-            $crate::__conformance_test!(snapshot_reads, $harness, run);
-            $crate::__conformance_test!(concurrent_distinct_writers, $harness, run);
-            $crate::__conformance_test!(shared_linearizable, $harness, share $share);
-            $crate::__conformance_test!(shared_distinct_writers, $harness, share $share);
-            $crate::__conformance_test!(revision_conflicts, $harness, revisions $rev);
-            $crate::__conformance_test!(revisions_increase, $harness, revisions $rev);
-            $crate::__conformance_test!(revision_cancellation, $harness, revisions $rev);
-            $crate::__conformance_test!(lost_updates, $harness, revisions $rev);
-            $crate::__conformance_test!(model_revisions, $harness, revisions $rev);
+            $crate::__conformance_test!(not_found, $harness, run_check, []);
+            $crate::__conformance_test!(upsert, $harness, run_check, []);
+            $crate::__conformance_test!(round_trip, $harness, run_check, []);
+            $crate::__conformance_test!(find_all_order, $harness, run_check, []);
+            $crate::__conformance_test!(count, $harness, run_check, []);
+            $crate::__conformance_test!(delete, $harness, run_check, []);
+            $crate::__conformance_test!(invalid_ids, $harness, run_check, []);
+            $crate::__conformance_test!(valid_ids, $harness, run_check, []);
+            $crate::__conformance_test!(copy_isolation, $harness, run_check, []);
+            $crate::__conformance_test!(reopen_persists, $harness, run_check, [reopen $reopen]);
+            $crate::__conformance_test!(model_sequences, $harness, run_check, []);
+            $crate::__conformance_test!(model_sequences_with_reopen, $harness, run_check, [reopen $reopen]);
+            $crate::__conformance_test!(cancel_after_polls, $harness, run_check, []);
+            $crate::__conformance_test!(cancel_by_timeout, $harness, run_check, []);
+            $crate::__conformance_test!(cancel_settles, $harness, run_check, []);
+            $crate::__conformance_test!(no_executor_stall, $harness, run_check, []);
+            $crate::__conformance_test!(no_blocking_poll, $harness, run_check, []);
+            $crate::__conformance_test!(concurrent_linearizable, $harness, run_check, []);
+            $crate::__conformance_test!(snapshot_reads, $harness, run_check, []);
+            $crate::__conformance_test!(concurrent_distinct_writers, $harness, run_check, []);
+            $crate::__conformance_test!(shared_linearizable, $harness, run_check, [share $share]);
+            $crate::__conformance_test!(shared_distinct_writers, $harness, run_check, [share $share]);
+            $crate::__conformance_test!(revision_conflicts, $harness, run_revision_check, [revisions $rev]);
+            $crate::__conformance_test!(revisions_increase, $harness, run_revision_check, [revisions $rev]);
+            $crate::__conformance_test!(revision_snapshots, $harness, run_revision_check, [revisions $rev]);
+            $crate::__conformance_test!(revision_cancellation, $harness, run_revision_check, [revisions $rev]);
+            $crate::__conformance_test!(lost_updates, $harness, run_revision_check, [revisions $rev]);
+            $crate::__conformance_test!(model_revisions, $harness, run_revision_check, [revisions $rev]);
+            $crate::__conformance_test!(model_revisions_with_reopen, $harness, run_revision_check, [revisions $rev, reopen $reopen]);
+            $crate::__conformance_test!(model_revisions_shared, $harness, run_revision_check, [revisions $rev, share $share]);
 
             /// The macro generates a test for every check the crate knows.
             #[test]
@@ -469,9 +516,12 @@ macro_rules! __conformance_module {
                     "shared_distinct_writers",
                     "revision_conflicts",
                     "revisions_increase",
+                    "revision_snapshots",
                     "revision_cancellation",
                     "lost_updates",
                     "model_revisions",
+                    "model_revisions_with_reopen",
+                    "model_revisions_shared",
                 ];
                 assert_eq!(generated.to_vec(), $crate::check_names());
             }
@@ -479,46 +529,38 @@ macro_rules! __conformance_module {
     };
 }
 
+/// One test: `$run` (`run_check` or `run_revision_check`) of the check,
+/// or, when a capability it needs was not given (`()`), an ignored test
+/// saying which.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_test {
-    ($check:ident, ($harness:expr), run) => {
+    ($check:ident, ($harness:expr), $run:ident, []) => {
         #[test]
         fn $check() {
-            $crate::run_check(stringify!($check), &$harness);
+            $crate::$run(stringify!($check), &$harness);
         }
     };
-    ($check:ident, ($harness:expr), reopen ()) => {
-        #[test]
-        #[ignore = "skipped: this backend gave repository_conformance! no `reopen`"]
-        fn $check() {
-            $crate::run_check(stringify!($check), &$harness);
-        }
+    ($check:ident, $harness:tt, $run:ident, [revisions () $(, $($rest:tt)*)?]) => {
+        $crate::__conformance_test!(@skipped $check,
+            "skipped: this backend gave repository_conformance! no `revisions: true` (it does not implement Revisioned)");
     };
-    ($check:ident, ($harness:expr), share ()) => {
-        #[test]
-        #[ignore = "skipped: this backend gave repository_conformance! no `share` (a second handle on the same storage)"]
-        fn $check() {
-            $crate::run_check(stringify!($check), &$harness);
-        }
+    ($check:ident, $harness:tt, $run:ident, [reopen () $(, $($rest:tt)*)?]) => {
+        $crate::__conformance_test!(@skipped $check,
+            "skipped: this backend gave repository_conformance! no `reopen`");
     };
-    ($check:ident, ($harness:expr), revisions ()) => {
-        #[test]
-        #[ignore = "skipped: this backend gave repository_conformance! no `revisions: true` (it does not implement Revisioned)"]
-        fn $check() {
-            panic!("this backend does not implement Revisioned: the check cannot run");
-        }
+    ($check:ident, $harness:tt, $run:ident, [share () $(, $($rest:tt)*)?]) => {
+        $crate::__conformance_test!(@skipped $check,
+            "skipped: this backend gave repository_conformance! no `share` (a second handle on the same storage)");
     };
-    ($check:ident, ($harness:expr), revisions ($($given:tt)+)) => {
-        #[test]
-        fn $check() {
-            $crate::run_revision_check(stringify!($check), &$harness);
-        }
+    ($check:ident, $harness:tt, $run:ident, [$capability:ident ($($given:tt)+) $(, $($rest:tt)*)?]) => {
+        $crate::__conformance_test!($check, $harness, $run, [$($($rest)*)?]);
     };
-    ($check:ident, ($harness:expr), $capability:ident ($($given:tt)+)) => {
+    (@skipped $check:ident, $reason:literal) => {
         #[test]
+        #[ignore = $reason]
         fn $check() {
-            $crate::run_check(stringify!($check), &$harness);
+            panic!("{}: the check cannot run", $reason);
         }
     };
 }

@@ -19,6 +19,7 @@ use waggle_store::{
     Environment, Error, Expected, Revision, Revisioned, RevisionedExt, Runtime, Versioned,
 };
 
+use crate::generate;
 use crate::harness::Harness;
 
 /// A write under test, its answer reduced to success or the error.
@@ -176,9 +177,32 @@ pub async fn revision_conflicts<S: Revisioned + 'static, G: Send + 'static>(h: &
         None
     );
 
-    match s.save_if(&value("bad id", 1), Expected::Absent).await {
-        Err(Error::InvalidId(e)) if e.id == "bad id" => {}
-        other => panic!("case \"invalid id\": expected InvalidId, got {other:?}"),
+    // An id `save` refuses is never stored: reads and conditional deletes
+    // answer as for any id that is not stored; writes that would store it
+    // refuse it.
+    for (name, id) in generate::invalid_ids() {
+        let case = format!("invalid id: {name}");
+        match s.find_revision(&id).await {
+            Err(Error::NotFound { id: got }) if got == id => {}
+            other => panic!(
+                "case {case:?}: find_revision of an id save refuses: expected NotFound {{ id: {id:?} }}, got {other:?}"
+            ),
+        }
+        assert_conflict(
+            &format!("{case}: delete_if"),
+            s.delete_if(&id, r2).await,
+            &id,
+            Expected::Revision(r2),
+            None,
+        );
+        for expected in [Expected::Absent, Expected::Revision(r2)] {
+            match s.save_if(&value(&id, 1), expected).await {
+                Err(Error::InvalidId(e)) if e.id == id => {}
+                other => panic!(
+                    "case {case:?}: save_if expecting {expected}: expected InvalidId carrying the id, got {other:?}"
+                ),
+            }
+        }
     }
     let n = s.count().await.unwrap_or_else(|e| panic!("count: {e}"));
     assert_eq!(
@@ -190,7 +214,20 @@ pub async fn revision_conflicts<S: Revisioned + 'static, G: Send + 'static>(h: &
 /// Revisions of an id strictly increase across plain and conditional
 /// saves, deletes and re-creates — and, where the backend can reopen,
 /// across reopens, a delete before one included (no revision issued twice).
+/// With writers and readers at once, on one handle and (where the backend
+/// offers `share`) over two, no read sees an id's revision go down and a
+/// write's revision is above every one visible when it began
+/// ([`revision_order`](crate::revision_order)).
 pub async fn revisions_increase<S: Revisioned + 'static, G: Send + 'static>(h: &Harness<S, G>) {
+    {
+        let inst = h.fresh().await;
+        crate::revision_order::revisions_in_order(&[inst.shared()]).await;
+    }
+    if h.can_share() {
+        let inst = h.fresh().await;
+        let handles = [inst.shared(), inst.second_handle().await];
+        crate::revision_order::revisions_in_order(&handles).await;
+    }
     let mut inst = h.fresh().await;
     let mut seen: Vec<(&str, Revision)> = Vec::new();
     let mut step = async |inst: &crate::Instance<'_, S, G>, case: &'static str| {
@@ -514,24 +551,127 @@ pub enum RevStep {
     Find(usize),
     /// Increment through `update`.
     Update(usize),
+    /// Drop the store and open the same storage again
+    /// ([`Variant::Reopen`] only).
+    Reopen,
+}
+
+/// A step and the handle it runs on: 0, or 1 for the second handle
+/// ([`Variant::Shared`] only).
+#[derive(Clone)]
+pub struct Call {
+    /// The handle.
+    pub handle: usize,
+    /// The step.
+    pub step: RevStep,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "on handle {}: {:?}", self.handle, self.step)
+    }
+}
+
+/// Which revision model check runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// One handle (`model_revisions`).
+    Plain,
+    /// One handle, with reopens among the steps
+    /// (`model_revisions_with_reopen`).
+    Reopen,
+    /// Each step on one of two handles on the same storage
+    /// (`model_revisions_shared`).
+    Shared,
 }
 
 const MODEL_IDS: [&str; 3] = ["a", "b", "ü-☃"];
 
-fn rev_step() -> impl Strategy<Value = RevStep> {
+fn rev_step(variant: Variant) -> impl Strategy<Value = Call> {
     let id = 0..MODEL_IDS.len();
     let tag = 0u64..1000;
-    prop_oneof![
-        (id.clone(), tag.clone()).prop_map(|(i, t)| RevStep::Save(i, t)),
-        (id.clone(), tag.clone()).prop_map(|(i, t)| RevStep::SaveIfAbsent(i, t)),
-        (id.clone(), tag.clone()).prop_map(|(i, t)| RevStep::SaveIfCurrent(i, t)),
-        (id.clone(), tag).prop_map(|(i, t)| RevStep::SaveIfStale(i, t)),
-        id.clone().prop_map(RevStep::Delete),
-        id.clone().prop_map(RevStep::DeleteIfCurrent),
-        id.clone().prop_map(RevStep::DeleteIfStale),
-        id.clone().prop_map(RevStep::Find),
-        id.prop_map(RevStep::Update),
-    ]
+    let reopen = if variant == Variant::Reopen { 1 } else { 0 };
+    let handles: usize = if variant == Variant::Shared { 2 } else { 1 };
+    let step = prop_oneof![
+        reopen => Just(RevStep::Reopen),
+        3 => (id.clone(), tag.clone()).prop_map(|(i, t)| RevStep::Save(i, t)),
+        3 => (id.clone(), tag.clone()).prop_map(|(i, t)| RevStep::SaveIfAbsent(i, t)),
+        3 => (id.clone(), tag.clone()).prop_map(|(i, t)| RevStep::SaveIfCurrent(i, t)),
+        3 => (id.clone(), tag).prop_map(|(i, t)| RevStep::SaveIfStale(i, t)),
+        3 => id.clone().prop_map(RevStep::Delete),
+        3 => id.clone().prop_map(RevStep::DeleteIfCurrent),
+        3 => id.clone().prop_map(RevStep::DeleteIfStale),
+        3 => id.clone().prop_map(RevStep::Find),
+        3 => id.prop_map(RevStep::Update),
+    ];
+    (0..handles, step).prop_map(|(handle, step)| Call { handle, step })
+}
+
+/// Sequences every run tries before the generated ones, so the defects
+/// they aim at are caught every run, not by luck: for reopens, each kind of
+/// conditional write and `update` kept; over two handles, a condition or a
+/// revision that one handle knows and the other does not.
+fn fixed_sequences(variant: Variant) -> Vec<Vec<Call>> {
+    use RevStep::*;
+    let on = |handle: usize, step: RevStep| Call { handle, step };
+    let one = |steps: Vec<RevStep>| steps.into_iter().map(|s| on(0, s)).collect::<Vec<_>>();
+    match variant {
+        Variant::Plain => Vec::new(),
+        Variant::Reopen => vec![
+            one(vec![
+                SaveIfAbsent(0, 1),
+                DeleteIfCurrent(0),
+                Reopen,
+                Find(0),
+            ]),
+            one(vec![Save(0, 1), Update(0), Reopen, Find(0), Update(0)]),
+            one(vec![
+                SaveIfAbsent(0, 1),
+                SaveIfCurrent(0, 2),
+                Reopen,
+                Find(0),
+                SaveIfStale(0, 3),
+                SaveIfCurrent(0, 4),
+            ]),
+            one(vec![
+                SaveIfAbsent(0, 1),
+                Delete(0),
+                Reopen,
+                SaveIfAbsent(0, 2),
+                Reopen,
+                Find(0),
+            ]),
+        ],
+        Variant::Shared => vec![
+            vec![
+                on(0, SaveIfAbsent(0, 1)),
+                on(1, SaveIfCurrent(0, 2)),
+                on(0, SaveIfStale(0, 3)),
+                on(0, DeleteIfStale(0)),
+                on(1, Find(0)),
+            ],
+            vec![
+                on(0, SaveIfAbsent(0, 1)),
+                on(0, SaveIfCurrent(0, 2)),
+                on(0, SaveIfCurrent(0, 3)),
+                on(1, Save(0, 4)),
+                on(1, Find(0)),
+                on(0, Find(0)),
+            ],
+            vec![
+                on(0, SaveIfAbsent(0, 1)),
+                on(1, DeleteIfCurrent(0)),
+                on(0, Find(0)),
+                on(0, SaveIfAbsent(0, 2)),
+            ],
+            vec![
+                on(1, Save(0, 1)),
+                on(0, Update(0)),
+                on(1, Update(0)),
+                on(0, Find(0)),
+            ],
+        ],
+    }
 }
 
 /// The model of one id: its value and revision (once the store has told
@@ -578,13 +718,25 @@ impl RevStep {
 
 async fn run_rev_steps<S: Revisioned + 'static, G: Send + 'static>(
     h: &Harness<S, G>,
-    steps: &[RevStep],
+    calls: &[Call],
+    variant: Variant,
 ) -> Result<(), TestCaseError> {
-    let inst = h.fresh().await;
-    let s = inst.store();
+    let mut inst = h.fresh().await;
+    let second = match variant {
+        Variant::Shared => Some(inst.second_handle().await),
+        _ => None,
+    };
     let mut model: BTreeMap<usize, Slot> = BTreeMap::new();
-    for (i, step) in steps.iter().enumerate() {
-        let fail = |why: String| TestCaseError::fail(format!("step {i} ({step:?}): {why}"));
+    for (i, call) in calls.iter().enumerate() {
+        let step = &call.step;
+        let fail = |why: String| TestCaseError::fail(format!("step {i} ({call:?}): {why}"));
+        if let RevStep::Reopen = step {
+            inst.reopen().await;
+        }
+        let s: &S = match (&second, call.handle) {
+            (Some(second), 1) => second,
+            _ => inst.store(),
+        };
         let id_of = |n: usize| MODEL_IDS[n];
         // A newly shown revision must follow every earlier one of the id.
         let fresh = |slot: &mut Slot, r: Revision| -> Result<(), TestCaseError> {
@@ -702,6 +854,7 @@ async fn run_rev_steps<S: Revisioned + 'static, G: Send + 'static>(
                     }
                 }
             }
+            RevStep::Reopen => {}
             RevStep::Update(n) => {
                 let slot = model.entry(*n).or_default();
                 let bump = |e: &mut Environment| {
@@ -723,7 +876,27 @@ async fn run_rev_steps<S: Revisioned + 'static, G: Send + 'static>(
                 }
             }
         }
-        // After every step: every value with its revision agrees.
+        // After every step: every value with its revision agrees, on every
+        // handle.
+        let mut handles = vec![inst.store()];
+        handles.extend(second.as_deref());
+        for (handle, s) in handles.into_iter().enumerate() {
+            let fail = |why: String| fail(format!("on handle {handle}: {why}"));
+            agrees(s, &model, fail).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `find_all_revisions` on `s` agrees with the model: every value,
+/// and every revision the model knows.
+async fn agrees<S: Revisioned>(
+    s: &S,
+    model: &BTreeMap<usize, Slot>,
+    fail: impl Fn(String) -> TestCaseError,
+) -> Result<(), TestCaseError> {
+    let id_of = |n: usize| MODEL_IDS[n];
+    {
         let all = s
             .find_all_revisions()
             .await
@@ -759,11 +932,20 @@ async fn run_rev_steps<S: Revisioned + 'static, G: Send + 'static>(
 /// Random sequences of plain and conditional writes, reads and updates
 /// agree with a model that tracks each id's value and revision: conditions
 /// hold exactly when the model says, conflicts report what is stored, and
-/// every revision shown follows the ones before it.
+/// every revision shown follows the ones before it. With
+/// [`Variant::Reopen`] the sequences reopen the store, and a few fixed
+/// ones come first; with [`Variant::Shared`] each step runs on one of two
+/// handles on the same storage, and every handle must agree after each.
 pub fn model_revisions<S: Revisioned + 'static, G: Send + 'static>(
     h: &Harness<S, G>,
     rt: &tokio::runtime::Runtime,
+    variant: Variant,
 ) {
+    for calls in fixed_sequences(variant) {
+        if let Err(TestCaseError::Fail(why)) = rt.block_on(run_rev_steps(h, &calls, variant)) {
+            crate::model::fail_with_sequence(&why, &calls);
+        }
+    }
     let config = Config {
         cases: crate::cases(),
         max_shrink_iters: 1024,
@@ -771,12 +953,12 @@ pub fn model_revisions<S: Revisioned + 'static, G: Send + 'static>(
         ..Config::default()
     };
     let mut runner = TestRunner::new(config);
-    let result = runner.run(&prop::collection::vec(rev_step(), 1..40), |steps| {
-        rt.block_on(run_rev_steps(h, &steps))
+    let result = runner.run(&prop::collection::vec(rev_step(variant), 1..40), |calls| {
+        rt.block_on(run_rev_steps(h, &calls, variant))
     });
     match result {
         Ok(()) => {}
-        Err(TestError::Fail(why, steps)) => crate::model::fail_with_sequence(&why, &steps),
+        Err(TestError::Fail(why, calls)) => crate::model::fail_with_sequence(&why, &calls),
         Err(e) => panic!("model check failed: {e}"),
     }
 }

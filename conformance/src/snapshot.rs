@@ -1,7 +1,8 @@
 // SPDX-FileCopyrightText: Copyright 2026 The waggle-store authors
 // SPDX-License-Identifier: Apache-2.0
 
-//! Snapshot reads: `find_all` and `count` see a state that existed.
+//! Snapshot reads: `find_all`, `count` and `find_all_revisions` see a state
+//! that existed.
 //!
 //! Per-id linearizability cannot see a `find_all` that mixes values from
 //! before and after a run of saves, nor a `count` that disagrees with the
@@ -27,16 +28,24 @@
 //!   holds a lock its saves need still finishes): a read that was part way
 //!   through its records when the round ran shows a later id newer than an
 //!   earlier one.
+//! * **Inserts, deletes and overwrites** ([`crate::churn`]): a
+//!   writer that inserts one id and deletes another keeps every state at 8
+//!   or 9 values, so a `count` or `find_all` that walks the ids while it
+//!   writes shows 7. Interleaved and racing, with the reads on the writer's
+//!   handle and, where the backend offers `share`, on a second one.
+//!   `revision_snapshots` runs the same workload with conditional writes
+//!   and `find_all_revisions`.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use waggle_store::{Environment, Repository, Runtime};
+use waggle_store::{Environment, Repository, Revisioned, Runtime};
 
+use crate::churn::{self, Read};
 use crate::harness::Harness;
 
 const READERS: usize = 3;
@@ -63,7 +72,7 @@ fn version_of(env: &Environment) -> u64 {
 /// How long readers wait for the writer before the check gives up on it.
 /// Generous: a store whose saves take milliseconds (a networked one)
 /// needs seconds here, and must pass.
-const WRITER_LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const WRITER_LIMIT: Duration = Duration::from_secs(120);
 
 /// Sets `done` when dropped, so readers stop even if the writer panics.
 struct Finished(Arc<Progress>);
@@ -315,4 +324,96 @@ pub async fn snapshot_reads<S: Repository + 'static, G: Send + 'static>(h: &Harn
     // Interleaved in one task: no luck involved.
     let inst = h.fresh().await;
     interleaved_reads(&*inst.shared()).await;
+    drop(inst);
+
+    // Inserts, deletes and overwrites: count and find_all.
+    churn_phases(
+        h,
+        "snapshot_reads",
+        |s| churn::Plain(s),
+        plain_reads::<S>,
+        2,
+    )
+    .await;
+}
+
+/// `find_all` or `count`, in turn.
+fn plain_reads<S: Repository + 'static>(
+    store: Arc<S>,
+    n: usize,
+) -> Pin<Box<dyn Future<Output = Read> + Send>> {
+    Box::pin(async move {
+        match n {
+            0 => churn::find_all(&*store).await,
+            _ => churn::count(&*store).await,
+        }
+    })
+}
+
+/// `find_all_revisions`, `count` or `find_all`, in turn.
+fn revision_reads<S: Revisioned + 'static>(
+    store: Arc<S>,
+    n: usize,
+) -> Pin<Box<dyn Future<Output = Read> + Send>> {
+    Box::pin(async move {
+        match n {
+            0 => churn::find_all_revisions(&*store).await,
+            1 => churn::count(&*store).await,
+            _ => churn::find_all(&*store).await,
+        }
+    })
+}
+
+/// The churn workload ([`churn`]), interleaved then racing, with the
+/// readers on the writer's handle and, where the backend offers `share`,
+/// on a second handle.
+async fn churn_phases<S, G, W>(
+    h: &Harness<S, G>,
+    what: &str,
+    writer: impl Fn(Arc<S>) -> W,
+    reader: churn::Reader<S>,
+    kinds: usize,
+) where
+    S: Repository + 'static,
+    G: Send + 'static,
+    W: churn::Writes + 'static,
+{
+    let mut splits = vec!["one handle"];
+    if h.can_share() {
+        splits.push("reads on a second handle");
+    }
+    for split in splits {
+        let what = format!("{what}, {split}");
+        for racing in [false, true] {
+            let inst = h.fresh().await;
+            let writes_on = inst.shared();
+            let reads_on = if split == "one handle" {
+                Arc::clone(&writes_on)
+            } else {
+                inst.second_handle().await
+            };
+            let writer = writer(writes_on);
+            if racing {
+                churn::racing(&what, Arc::new(writer), reads_on, reader, kinds).await;
+            } else {
+                churn::interleaved(&what, &writer, reads_on, reader, kinds).await;
+            }
+        }
+    }
+}
+
+/// `find_all_revisions` (and `count`, `find_all`) is one snapshot while a
+/// writer inserts, overwrites and deletes with `save_if` and `delete_if`:
+/// each value comes with the revision it was written at, in a state that
+/// existed — read on the writer's handle and, where the backend offers
+/// `share`, on a second one.
+pub async fn revision_snapshots<S: Revisioned + 'static, G: Send + 'static>(h: &Harness<S, G>) {
+    churn_phases(
+        h,
+        "revision_snapshots",
+        |s| churn::Conditional(s),
+        revision_reads::<S>,
+        3,
+    )
+    .await;
 }

@@ -39,6 +39,28 @@ enum Defect {
     CounterNotPersisted,
     /// `save_if` writes the value, awaits, then its revision.
     RevisionBumpedLate,
+    /// A plain `save` takes its revision, then waits for the id (an await)
+    /// and writes: two saves of one id can land in the other order than
+    /// their revisions (`PgStore` before schema version 4).
+    NumberBeforeRow,
+    /// `save_if` compares against the revisions this handle wrote, when it
+    /// wrote the id, and writes to the shared storage: alone it is
+    /// correct; beside a second handle it misses the other's writes.
+    ComparesCachedRevision,
+    /// Each handle counts revisions on its own, from what was stored when
+    /// it opened: alone it is correct; beside a second handle revisions go
+    /// back and are issued twice.
+    CounterPerHandle,
+    /// `delete_if` hides the id in this handle's memory and never removes
+    /// it from storage: a reopen, or another handle, still finds it.
+    DeleteIfOnlyInMemory,
+    /// `find_all_revisions` reads the values, awaits, then reads each
+    /// one's revision.
+    TwoPassRevisions,
+    /// `find_revision` and `delete_if` refuse an id `save` would refuse
+    /// with `InvalidId`, where `find_by_id` and `delete` say it is not
+    /// stored.
+    InvalidIdRefusedOnRead,
 }
 
 #[derive(Default)]
@@ -71,6 +93,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Store {
     defect: Defect,
     durable: Arc<Durable>,
+    /// What this handle alone knows.
+    local: Mutex<Local>,
+}
+
+/// A handle's own memory (the per-handle defects only).
+#[derive(Default)]
+struct Local {
+    /// The revision this handle last wrote of each id.
+    written: BTreeMap<String, Revision>,
+    /// The last revision this handle issued.
+    last: u64,
+    /// Ids this handle's `delete_if` hid.
+    hidden: BTreeSet<String>,
 }
 
 impl Store {
@@ -84,10 +119,54 @@ impl Store {
                 .max()
                 .unwrap_or(0);
         }
+        let last = lock(&durable.state).last;
         Self {
             defect,
             durable: Arc::clone(durable),
+            local: Mutex::new(Local {
+                last,
+                ..Local::default()
+            }),
         }
+    }
+
+    /// The value stored under `id`, as this handle shows it.
+    fn lookup(&self, id: &str) -> Result<Versioned> {
+        if self.hidden(id) {
+            return Err(Error::not_found(id));
+        }
+        self.state()
+            .map
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(id))
+    }
+
+    fn local(&self) -> MutexGuard<'_, Local> {
+        lock(&self.local)
+    }
+
+    /// Whether this handle's `delete_if` hid `id` ([`Defect::DeleteIfOnlyInMemory`]).
+    fn hidden(&self, id: &str) -> bool {
+        self.defect == Defect::DeleteIfOnlyInMemory && self.local().hidden.contains(id)
+    }
+
+    /// What this handle shows of `state`: all of it but the ids it hid.
+    fn visible(&self, state: &State) -> Vec<Versioned> {
+        state
+            .map
+            .values()
+            .filter(|v| !self.hidden(&v.env.id))
+            .cloned()
+            .collect()
+    }
+
+    /// Stores `env` at `revision`, as this handle saw it written.
+    fn put(&self, state: &mut State, env: &Environment, revision: Revision) {
+        put(state, env, revision);
+        let mut local = self.local();
+        local.written.insert(env.id.clone(), revision);
+        local.hidden.remove(&env.id);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -96,24 +175,45 @@ impl Store {
 
     /// The revision a write of `id` gets, given `state`.
     fn next(&self, state: &mut State, id: &str) -> Revision {
-        if self.defect == Defect::RevisionReusedAfterDelete {
-            let n = state.map.get(id).map_or(1, |v| v.revision.get() + 1);
-            return Revision::new(n);
+        match self.defect {
+            Defect::RevisionReusedAfterDelete => {
+                let n = state.map.get(id).map_or(1, |v| v.revision.get() + 1);
+                Revision::new(n)
+            }
+            Defect::CounterPerHandle => {
+                let mut local = self.local();
+                local.last += 1;
+                Revision::new(local.last)
+            }
+            _ => {
+                state.last += 1;
+                Revision::new(state.last)
+            }
         }
-        state.last += 1;
-        Revision::new(state.last)
     }
 
-    fn conflict(state: &State, id: &str, expected: Expected) -> Error {
+    /// The revision stored under `id`, as this handle judges a condition.
+    fn found(&self, state: &State, id: &str) -> Option<Revision> {
+        if self.hidden(id) {
+            return None;
+        }
+        let stored = state.map.get(id).map(|v| v.revision);
+        if self.defect == Defect::ComparesCachedRevision && stored.is_some() {
+            return self.local().written.get(id).copied().or(stored);
+        }
+        stored
+    }
+
+    fn conflict(&self, state: &State, id: &str, expected: Expected) -> Error {
         Error::Conflict {
             id: id.to_owned(),
             expected,
-            found: state.map.get(id).map(|v| v.revision),
+            found: self.found(state, id),
         }
     }
 
-    fn holds(state: &State, id: &str, expected: Expected) -> bool {
-        let found = state.map.get(id).map(|v| v.revision);
+    fn holds(&self, state: &State, id: &str, expected: Expected) -> bool {
+        let found = self.found(state, id);
         match expected {
             Expected::Absent => found.is_none(),
             Expected::Revision(r) => found == Some(r),
@@ -125,67 +225,89 @@ impl Store {
 impl Repository for Store {
     async fn save(&self, env: &Environment) -> Result<()> {
         validate_id(&env.id)?;
+        if self.defect == Defect::NumberBeforeRow {
+            let revision = self.next(&mut self.state(), &env.id);
+            tokio::task::yield_now().await;
+            self.put(&mut self.state(), env, revision);
+            return Ok(());
+        }
         let mut state = self.state();
         let revision = self.next(&mut state, &env.id);
-        put(&mut state, env, revision);
+        self.put(&mut state, env, revision);
         Ok(())
     }
     async fn find_by_id(&self, id: &str) -> Result<Environment> {
-        self.state()
-            .map
-            .get(id)
-            .map(|v| v.env.clone())
-            .ok_or_else(|| Error::not_found(id))
+        self.lookup(id).map(|v| v.env)
     }
     async fn find_all(&self) -> Result<Vec<Environment>> {
-        Ok(self.state().map.values().map(|v| v.env.clone()).collect())
+        Ok(self
+            .visible(&self.state())
+            .into_iter()
+            .map(|v| v.env)
+            .collect())
     }
     async fn delete(&self, id: &str) -> Result<()> {
+        if self.hidden(id) {
+            return Err(Error::not_found(id));
+        }
         let mut state = self.state();
         state.map.remove(id).ok_or_else(|| Error::not_found(id))?;
+        self.local().written.remove(id);
         if self.defect != Defect::RevisionReusedAfterDelete {
-            state.last += 1;
+            self.next(&mut state, id);
         }
         Ok(())
     }
     async fn count(&self) -> Result<usize> {
-        Ok(self.state().map.len())
+        Ok(self.visible(&self.state()).len())
     }
 }
 
 #[async_trait]
 impl Revisioned for Store {
     async fn find_revision(&self, id: &str) -> Result<Versioned> {
-        self.state()
-            .map
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::not_found(id))
+        if self.defect == Defect::InvalidIdRefusedOnRead {
+            validate_id(id)?;
+        }
+        self.lookup(id)
     }
     async fn find_all_revisions(&self) -> Result<Vec<Versioned>> {
-        Ok(self.state().map.values().cloned().collect())
+        if self.defect == Defect::TwoPassRevisions {
+            let values: Vec<Environment> = self
+                .visible(&self.state())
+                .into_iter()
+                .map(|v| v.env)
+                .collect();
+            tokio::task::yield_now().await;
+            let state = self.state();
+            return Ok(values
+                .into_iter()
+                .filter_map(|env| {
+                    let revision = state.map.get(&env.id)?.revision;
+                    Some(Versioned { env, revision })
+                })
+                .collect());
+        }
+        Ok(self.visible(&self.state()))
     }
     async fn save_if(&self, env: &Environment, expected: Expected) -> Result<Revision> {
         validate_id(&env.id)?;
         match self.defect {
             Defect::CompareNotAtomic => {
-                if !Self::holds(&self.state(), &env.id, expected) {
-                    return Err(Self::conflict(&self.state(), &env.id, expected));
+                if !self.holds(&self.state(), &env.id, expected) {
+                    return Err(self.conflict(&self.state(), &env.id, expected));
                 }
                 tokio::task::yield_now().await;
             }
             Defect::RevisionBumpedLate => {
-                let old = {
+                {
                     let mut state = self.state();
-                    if !Self::holds(&state, &env.id, expected) {
-                        return Err(Self::conflict(&state, &env.id, expected));
+                    if !self.holds(&state, &env.id, expected) {
+                        return Err(self.conflict(&state, &env.id, expected));
                     }
                     let old = state.map.get(&env.id).map(|v| v.revision);
-                    let revision = old.unwrap_or(Revision::new(0));
-                    put(&mut state, env, revision);
-                    old
-                };
-                let _ = old;
+                    put(&mut state, env, old.unwrap_or(Revision::new(0)));
+                }
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 let mut state = self.state();
                 let revision = self.next(&mut state, &env.id);
@@ -202,26 +324,34 @@ impl Revisioned for Store {
             self.defect,
             Defect::IgnoresCondition | Defect::CompareNotAtomic
         );
-        if compares && !Self::holds(&state, &env.id, expected) {
-            let conflict = Self::conflict(&state, &env.id, expected);
+        if compares && !self.holds(&state, &env.id, expected) {
+            let conflict = self.conflict(&state, &env.id, expected);
             if self.defect == Defect::ConflictStillWrites {
                 let revision = self.next(&mut state, &env.id);
-                put(&mut state, env, revision);
+                self.put(&mut state, env, revision);
             }
             return Err(conflict);
         }
         let revision = self.next(&mut state, &env.id);
-        put(&mut state, env, revision);
+        self.put(&mut state, env, revision);
         Ok(revision)
     }
     async fn delete_if(&self, id: &str, expected: Revision) -> Result<()> {
+        if self.defect == Defect::InvalidIdRefusedOnRead {
+            validate_id(id)?;
+        }
         let mut state = self.state();
-        if !Self::holds(&state, id, Expected::Revision(expected)) {
-            return Err(Self::conflict(&state, id, Expected::Revision(expected)));
+        if !self.holds(&state, id, Expected::Revision(expected)) {
+            return Err(self.conflict(&state, id, Expected::Revision(expected)));
+        }
+        if self.defect == Defect::DeleteIfOnlyInMemory {
+            self.local().hidden.insert(id.to_owned());
+            return Ok(());
         }
         state.map.remove(id);
+        self.local().written.remove(id);
         if self.defect != Defect::RevisionReusedAfterDelete {
-            state.last += 1;
+            self.next(&mut state, id);
         }
         Ok(())
     }
@@ -250,7 +380,7 @@ fn failing_checks(defect: Defect) -> BTreeSet<&'static str> {
         .iter()
         .filter(|check| {
             catch_unwind(AssertUnwindSafe(|| {
-                if check.needs == Some(Capability::Revisions) {
+                if check.needs(Capability::Revisions) {
                     run_revision_check(check.name, &h);
                 } else {
                     run_check(check.name, &h);
@@ -282,7 +412,7 @@ macro_rules! broken {
             let caught: BTreeSet<&str> = [$($($check,)*)*].into_iter().collect();
             let missing: Vec<&str> = CHECKS
                 .iter()
-                .filter(|c| c.needs == Some(Capability::Revisions))
+                .filter(|c| c.needs(Capability::Revisions))
                 .map(|c| c.name)
                 .filter(|n| !caught.contains(n))
                 .collect();
@@ -294,14 +424,29 @@ macro_rules! broken {
 broken! {
     correct_store_passes_everything: Correct => [];
     ignores_condition: IgnoresCondition =>
-        ["lost_updates", "model_revisions", "revision_cancellation", "revision_conflicts"];
+        ["lost_updates", "model_revisions", "model_revisions_shared",
+         "model_revisions_with_reopen", "revision_cancellation", "revision_conflicts"];
     compare_not_atomic: CompareNotAtomic => ["lost_updates"];
     conflict_still_writes: ConflictStillWrites =>
-        ["lost_updates", "model_revisions", "revision_cancellation", "revision_conflicts"];
+        ["lost_updates", "model_revisions", "model_revisions_shared",
+         "model_revisions_with_reopen", "revision_cancellation", "revision_conflicts"];
     revision_reused_after_delete: RevisionReusedAfterDelete =>
-        ["model_revisions", "revisions_increase"];
-    counter_not_persisted: CounterNotPersisted => ["revisions_increase"];
-    revision_bumped_late: RevisionBumpedLate => ["revision_cancellation"] maybe ["lost_updates"];
+        ["model_revisions", "model_revisions_shared", "model_revisions_with_reopen",
+         "revisions_increase"];
+    counter_not_persisted: CounterNotPersisted =>
+        ["model_revisions_with_reopen", "revisions_increase"];
+    revision_bumped_late: RevisionBumpedLate => ["revision_cancellation"]
+        maybe ["lost_updates", "revision_snapshots", "revisions_increase"];
+    number_before_row: NumberBeforeRow => ["revisions_increase"];
+    compares_cached_revision: ComparesCachedRevision => ["model_revisions_shared"]
+        maybe ["lost_updates"];
+    counter_per_handle: CounterPerHandle =>
+        ["model_revisions_shared", "model_revisions_with_reopen", "revisions_increase"]
+        maybe ["lost_updates"];
+    delete_if_only_in_memory: DeleteIfOnlyInMemory =>
+        ["model_revisions_shared", "model_revisions_with_reopen", "revision_snapshots"];
+    two_pass_revisions: TwoPassRevisions => ["revision_snapshots"];
+    invalid_id_refused_on_read: InvalidIdRefusedOnRead => ["revision_conflicts"];
 }
 
 /// The lost update `Revisioned` exists for, shown on a correct store:
@@ -365,4 +510,26 @@ fn a_blind_save_loses_updates_and_update_does_not() {
         "the blind read-modify-write lost nothing this time"
     );
     assert_eq!(updated, TASKS, "update lost increments");
+}
+
+/// Defects that show only in some interleavings or timings, and the checks
+/// that must catch them: every run, with every core busy.
+const RACY: &[(Defect, &[&str])] = &[
+    (Defect::CompareNotAtomic, &["lost_updates"]),
+    (Defect::RevisionBumpedLate, &["revision_cancellation"]),
+    (Defect::NumberBeforeRow, &["revisions_increase"]),
+    (
+        Defect::CounterPerHandle,
+        &["revisions_increase", "model_revisions_shared"],
+    ),
+    (Defect::ComparesCachedRevision, &["model_revisions_shared"]),
+    (Defect::TwoPassRevisions, &["revision_snapshots"]),
+    (Defect::DeleteIfOnlyInMemory, &["revision_snapshots"]),
+];
+
+#[test]
+fn racy_defects_are_caught_every_run() {
+    support::assert_caught_every_run(RACY, |defect, check| {
+        run_revision_check(check, &harness(defect))
+    });
 }

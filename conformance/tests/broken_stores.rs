@@ -68,6 +68,12 @@ enum Defect {
     /// `find_by_id` answers from a cache of the handle's own reads and
     /// writes: alone it is correct; another handle's writes never reach it.
     CachesReads,
+    /// `count` walks the ids one by one, yielding between them, so a write
+    /// meanwhile is half in it.
+    TornCount,
+    /// A write takes a 100 µs round trip; a dropped one is retried by a
+    /// task on the runtime 5 ms later, after whatever the caller did next.
+    DroppedWriteRetriedByTask,
 }
 
 /// Runs a closure when dropped: finishes a write whose caller went away.
@@ -165,6 +171,27 @@ impl Broken {
         }))
     }
 
+    /// Like [`retry_if_dropped`](Self::retry_if_dropped), from a task on
+    /// the runtime.
+    fn retry_on_runtime_if_dropped(
+        &self,
+        id: &str,
+        value: Option<Environment>,
+    ) -> OnDrop<impl FnOnce() + use<>> {
+        let durable = Arc::clone(&self.durable);
+        let id = id.to_owned();
+        OnDrop(Some(move || {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let mut map = lock(&durable.map);
+                match value {
+                    Some(env) => map.insert(id, env),
+                    None => map.remove(&id),
+                };
+            });
+        }))
+    }
+
     fn not_found(&self, id: &str) -> Error {
         let id = if self.defect == Defect::NotFoundWithoutId {
             ""
@@ -235,6 +262,12 @@ impl Repository for Broken {
                 retry.0.take();
                 self.map().insert(env.id.clone(), env);
             }
+            Defect::DroppedWriteRetriedByTask => {
+                let mut retry = self.retry_on_runtime_if_dropped(&env.id, Some(env.clone()));
+                tokio::time::sleep(Duration::from_micros(100)).await;
+                retry.0.take();
+                self.map().insert(env.id.clone(), env);
+            }
             Defect::CachesReads => {
                 let mut map = self.map();
                 lock(&self.cache).insert(env.id.clone(), env.clone());
@@ -291,6 +324,11 @@ impl Repository for Broken {
             tokio::time::sleep(Duration::from_millis(1)).await;
             retry.0.take();
         }
+        if self.defect == Defect::DroppedWriteRetriedByTask {
+            let mut retry = self.retry_on_runtime_if_dropped(id, None);
+            tokio::time::sleep(Duration::from_micros(100)).await;
+            retry.0.take();
+        }
         let removed = {
             let mut map = self.map();
             if self.defect == Defect::CachesReads {
@@ -321,6 +359,20 @@ impl Repository for Broken {
     }
 
     async fn count(&self) -> Result<usize> {
+        if self.defect == Defect::TornCount {
+            let mut n = 0;
+            let mut next = self.map().keys().next().cloned();
+            while let Some(id) = next {
+                n += 1;
+                tokio::task::yield_now().await;
+                next = self
+                    .map()
+                    .range::<String, _>((std::ops::Bound::Excluded(id), std::ops::Bound::Unbounded))
+                    .next()
+                    .map(|(k, _)| k.clone());
+            }
+            return Ok(n);
+        }
         let n = self.map().len();
         match self.defect {
             Defect::UpsertCountedTwice => Ok(self.counter.load(Ordering::SeqCst)),
@@ -352,9 +404,7 @@ fn harness(defect: Defect) -> Harness<Broken, Arc<Durable>> {
 /// The checks these stores answer: all but the revision checks, which
 /// `broken_revisions.rs` tests with stores that implement `Revisioned`.
 fn repository_checks() -> impl Iterator<Item = &'static Check> {
-    CHECKS
-        .iter()
-        .filter(|c| c.needs != Some(Capability::Revisions))
+    CHECKS.iter().filter(|c| !c.needs(Capability::Revisions))
 }
 
 /// Runs every check against the defect; returns the names that failed.
@@ -406,7 +456,8 @@ broken! {
         ["model_sequences", "model_sequences_with_reopen", "reopen_persists", "round_trip", "upsert"];
     stale_find_all_after_delete: StaleFindAllAfterDelete =>
         ["cancel_after_polls", "cancel_by_timeout", "concurrent_linearizable", "count", "delete",
-         "model_sequences", "model_sequences_with_reopen", "shared_linearizable", "valid_ids"];
+         "model_sequences", "model_sequences_with_reopen", "shared_linearizable", "snapshot_reads",
+         "valid_ids"];
     find_all_unsorted: FindAllUnsorted =>
         ["delete", "find_all_order", "model_sequences", "model_sequences_with_reopen",
          "reopen_persists", "round_trip", "snapshot_reads", "upsert", "valid_ids"];
@@ -417,7 +468,8 @@ broken! {
          "model_sequences", "model_sequences_with_reopen", "reopen_persists", "round_trip",
          "shared_distinct_writers", "shared_linearizable", "upsert", "valid_ids"];
     loses_buffer_on_reopen: LosesBufferOnReopen =>
-        ["model_sequences_with_reopen", "reopen_persists", "shared_distinct_writers"]
+        ["model_sequences_with_reopen", "reopen_persists", "shared_distinct_writers",
+         "snapshot_reads"]
         maybe ["shared_linearizable"];
     read_modify_write_across_await: ReadModifyWriteAcrossAwait =>
         ["concurrent_distinct_writers", "shared_distinct_writers"]
@@ -437,6 +489,44 @@ broken! {
     dropped_write_lands_late: DroppedWriteLandsLate =>
         ["cancel_settles"] maybe ["cancel_after_polls", "cancel_by_timeout"];
     handle_keeps_own_copy: HandleKeepsOwnCopy =>
-        ["shared_distinct_writers", "shared_linearizable"];
+        ["shared_distinct_writers", "shared_linearizable", "snapshot_reads"];
     caches_reads: CachesReads => ["shared_linearizable"];
+    torn_count: TornCount => ["snapshot_reads"];
+    dropped_write_retried_by_task: DroppedWriteRetriedByTask =>
+        ["cancel_settles"] maybe ["cancel_after_polls", "cancel_by_timeout"];
+}
+
+/// Defects that show only in some interleavings or timings, and the checks
+/// that must catch them: every run, with every core busy.
+const RACY: &[(Defect, &[&str])] = &[
+    (
+        Defect::ReadModifyWriteAcrossAwait,
+        &["concurrent_distinct_writers", "shared_distinct_writers"],
+    ),
+    (
+        Defect::TornSaveAcrossAwait,
+        &["cancel_after_polls", "cancel_by_timeout"],
+    ),
+    (
+        Defect::CacheUpdatedLate,
+        &["concurrent_linearizable", "shared_linearizable"],
+    ),
+    (Defect::TornFindAll, &["snapshot_reads"]),
+    (
+        Defect::CountLagsBehind,
+        &["shared_distinct_writers", "snapshot_reads"],
+    ),
+    (Defect::DroppedWriteLandsLate, &["cancel_settles"]),
+    (Defect::DroppedWriteRetriedByTask, &["cancel_settles"]),
+    (
+        Defect::HandleKeepsOwnCopy,
+        &["shared_distinct_writers", "shared_linearizable"],
+    ),
+    (Defect::CachesReads, &["shared_linearizable"]),
+    (Defect::TornCount, &["snapshot_reads"]),
+];
+
+#[test]
+fn racy_defects_are_caught_every_run() {
+    support::assert_caught_every_run(RACY, |defect, check| run_check(check, &harness(defect)));
 }
