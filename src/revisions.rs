@@ -24,8 +24,12 @@ use crate::repository::Repository;
 ///
 /// Revisions of one id strictly increase with every write of it — plain or
 /// conditional save, delete, and a save after the delete — and are never
-/// issued twice for an id: not after a reopen, not after a crash. Compare
-/// them only for equality and order; their values are the store's own.
+/// issued twice for an id: not after a reopen, not after a crash. They
+/// follow real time, on every handle of the store: once a call has shown
+/// an id at some revision, no call that begins afterwards shows it at a
+/// lower one, and a write that begins afterwards gets a higher one, however
+/// many tasks, handles or servers write it at once. Compare them only for
+/// equality and order; their values are the store's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Revision(u64);
@@ -92,6 +96,12 @@ pub const UPDATE_ATTEMPTS: u32 = 1_000;
 /// values are copies, a dropped call leaves the store as before or fully
 /// after, and none blocks the executor.
 ///
+/// An id that [`validate_id`](crate::domain::validate_id) refuses is never
+/// stored, and these methods treat it so: `find_revision` returns
+/// `NotFound` (as `find_by_id` does), `delete_if` a `Conflict` finding
+/// nothing (as for any id not stored), and `save_if` refuses it with
+/// `InvalidId` (as `save` does), whatever it expected.
+///
 /// # Example
 ///
 /// ```
@@ -121,7 +131,7 @@ pub const UPDATE_ATTEMPTS: u32 = 1_000;
 #[async_trait]
 pub trait Revisioned: Repository {
     /// Returns a copy of the value stored under `id` with its revision, or
-    /// `NotFound`.
+    /// `NotFound` (for an id `save` would refuse too).
     ///
     /// # Cancel safety
     ///
@@ -140,7 +150,8 @@ pub trait Revisioned: Repository {
     /// Saves `env` only if what is stored under `env.id` is what `expected`
     /// says, and returns the new revision. Otherwise nothing is written and
     /// the error is [`Error::Conflict`] with the id, what was expected and
-    /// what is stored. `InvalidId` as for [`save`](Repository::save).
+    /// what is stored. `InvalidId` as for [`save`](Repository::save),
+    /// whatever `expected` says.
     ///
     /// # Cancel safety
     ///
@@ -152,7 +163,8 @@ pub trait Revisioned: Repository {
 
     /// Removes the value stored under `id` only if it is at `expected`.
     /// Otherwise nothing is removed and the error is [`Error::Conflict`]
-    /// (with `found: None` when nothing is stored).
+    /// (with `found: None` when nothing is stored, as for an id `save`
+    /// would refuse).
     ///
     /// # Cancel safety
     ///
