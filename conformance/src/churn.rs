@@ -21,9 +21,9 @@
 //! and each reader's reads never go back. Two phases:
 //!
 //! * **Interleaved, deterministically**: a read is polled `k` times
-//!   (k = 1 … 19), then driven together (`join`) with an insert and a
-//!   delete: a read part way through its records when they ran is torn,
-//!   however the scheduler interleaves.
+//!   (k = 1 … 19), then driven together (`join`, the writes polled first)
+//!   with an insert and a delete: a read part way through its records when
+//!   they ran is torn, however the scheduler interleaves.
 //! * **Racing**: readers read while the writer runs.
 
 use std::future::Future;
@@ -366,7 +366,9 @@ pub(crate) async fn interleaved<S, W>(
                     two_steps.await;
                     got
                 }
-                None => tokio::join!(read, two_steps).0,
+                // The writes polled first: a read part way through its
+                // records sees them land before it goes on.
+                None => tokio::join!(two_steps, read).1,
             };
             reads.push(Observed {
                 acked_before,
