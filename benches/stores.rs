@@ -113,10 +113,7 @@ impl Kind {
 
 /// RedbStore with the file locked exclusively: one fsync per commit.
 fn open_exclusive(dir: &Path, tag: &str) -> Arc<dyn Repository> {
-    let options = RedbOptions {
-        live_readers: false,
-        ..RedbOptions::default()
-    };
+    let options = RedbOptions::default().live_readers(false);
     Arc::new(
         RedbStore::open_with(dir.join(format!("{tag}.redb-exclusive")), options)
             .unwrap_or_else(|e| panic!("{e}")),
@@ -505,10 +502,7 @@ fn read_only_beside_writer(dir: &Path, n: usize, journal: u64, samples: usize) -
                 Arc::new(RedbStore::open(&plain).unwrap_or_else(|e| panic!("{e}")));
             fill(&store, n).await;
         }
-        let options = RedbOptions {
-            cache_entries: 0,
-            ..RedbOptions::default()
-        };
+        let options = RedbOptions::default().cache_entries(0);
         let rw = RedbStore::open_with(&plain, options).unwrap_or_else(|e| panic!("{e}"));
         let rw_p50 = lookup_p50(&rw, n, samples).await;
         (ro_p50, rw_p50)
@@ -812,10 +806,7 @@ fn main() {
     let small = plan.sizes[0];
     let clean = dir.path().join(format!("micro-{big}.redb"));
     let (clean_ms, clean_n) = reopen_ms(&clean);
-    let unverified = RedbOptions {
-        verify_on_open: false,
-        ..RedbOptions::default()
-    };
+    let unverified = RedbOptions::default().verify_on_open(false);
     let (fast_ms, _) = reopen_ms_with(&clean, unverified);
     let clean_mb = std::fs::metadata(&clean).map_or(f64::NAN, |m| m.len() as f64 / 1e6);
     let size_before = std::fs::metadata(&clean).map_or(0, |m| m.len());

@@ -13,6 +13,8 @@
 //! | `WAGGLE_STORE_POOL_SIZE` | with `postgres`: connections in the pool (default 16) |
 //! | `WAGGLE_STORE_CONNECT_TIMEOUT_MS` | with `postgres`: the longest wait for a connection (default 5000) |
 //! | `WAGGLE_STORE_STATEMENT_TIMEOUT_MS` | with `postgres`: the server cancels a longer statement (default 10000) |
+//! | `WAGGLE_STORE_ORIGIN` | who this server's writes are from, in the history (default `<host name>:<pid>`) |
+//! | `WAGGLE_STORE_HISTORY` | how long the history keeps changes: `90d` (default), `12h`, `all` or `off` |
 //!
 //! With neither path variable set, the file is `waggle/waggle.db` in the
 //! platform's config directory (`$XDG_CONFIG_HOME` or `~/.config` on Linux).
@@ -22,16 +24,36 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::revisions::Revisioned;
+use crate::history::{Audited, HistoryOptions, Retention, validate_origin};
 use crate::store::memory::MemoryStore;
-use crate::store::redb::RedbStore;
+use crate::store::redb::{RedbOptions, RedbStore};
 
 /// The file name used inside `WAGGLE_DATA_DIR` and the config directory.
 pub const DEFAULT_FILE_NAME: &str = "waggle.db";
 
-/// Which store to open.
+/// Which store to open, and what its handle records in the history.
+///
+/// ```
+/// use waggle_store::{Retention, StoreConfig};
+///
+/// let config = StoreConfig::memory()
+///     .with_origin("server-a")
+///     .with_retention(Retention::All);
+/// assert_eq!(config.history.origin, "server-a");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreConfig {
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// The store.
+    pub kind: StoreKind,
+    /// The origin this handle's writes carry, and how long changes are kept.
+    pub history: HistoryOptions,
+}
+
+/// Which store: redb, memory or PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreKind {
     /// A [`RedbStore`] at this path (the default).
     Redb {
         /// The store file.
@@ -50,8 +72,53 @@ pub enum StoreConfig {
     },
 }
 
+impl From<StoreKind> for StoreConfig {
+    fn from(kind: StoreKind) -> Self {
+        Self {
+            kind,
+            history: HistoryOptions::default(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// A redb store at `path`, with the default history options.
+    pub fn redb(path: impl Into<PathBuf>) -> Self {
+        StoreKind::Redb { path: path.into() }.into()
+    }
+
+    /// A memory store, with the default history options.
+    pub fn memory() -> Self {
+        StoreKind::Memory.into()
+    }
+
+    /// A PostgreSQL store at `url` in the schema [`DEFAULT_SCHEMA`], with
+    /// the default pool and history options.
+    pub fn postgres(url: impl Into<String>) -> Self {
+        StoreKind::Postgres {
+            url: ConnectionString::new(url),
+            schema: DEFAULT_SCHEMA.to_owned(),
+            pool: PoolSettings::default(),
+        }
+        .into()
+    }
+
+    /// With `origin` as the writer of this handle's changes.
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.history.origin = origin.into();
+        self
+    }
+
+    /// With `retention` for the history.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.history.retention = retention;
+        self
+    }
+}
+
 /// A PostgreSQL store's pool: how many connections and how long to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolSettings {
     /// Connections in the pool.
     pub size: usize,
@@ -138,10 +205,33 @@ impl StoreConfig {
     /// UTF-8).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Self> {
         let non_empty = |key: &str| lookup(key).filter(|v| !v.is_empty());
+        let mut history = HistoryOptions::default();
+        if let Some(origin) = non_empty("WAGGLE_STORE_ORIGIN") {
+            let origin = origin
+                .into_string()
+                .map_err(|_| Error::Config("WAGGLE_STORE_ORIGIN is not valid UTF-8".into()))?;
+            validate_origin(&origin)
+                .map_err(|e| Error::Config(format!("WAGGLE_STORE_ORIGIN: {e}")))?;
+            history.origin = origin;
+        }
+        if let Some(retention) = non_empty("WAGGLE_STORE_HISTORY") {
+            history.retention = retention
+                .to_str()
+                .ok_or_else(|| Error::Config("WAGGLE_STORE_HISTORY is not valid UTF-8".into()))?
+                .parse()
+                .map_err(|e| Error::Config(format!("WAGGLE_STORE_HISTORY: {e}")))?;
+        }
+        Ok(Self {
+            kind: Self::kind_from_lookup(non_empty)?,
+            history,
+        })
+    }
+
+    fn kind_from_lookup(non_empty: impl Fn(&str) -> Option<OsString>) -> Result<StoreKind> {
         match non_empty("WAGGLE_STORE") {
             None => {}
             Some(kind) if kind == "redb" => {}
-            Some(kind) if kind == "memory" => return Ok(StoreConfig::Memory),
+            Some(kind) if kind == "memory" => return Ok(StoreKind::Memory),
             Some(kind) if kind == "postgres" => {
                 let url = non_empty("WAGGLE_STORE_URL").ok_or_else(|| {
                     Error::Config(
@@ -180,7 +270,7 @@ impl StoreConfig {
                         ms(defaults.statement_timeout),
                     )?),
                 };
-                return Ok(StoreConfig::Postgres {
+                return Ok(StoreKind::Postgres {
                     url: ConnectionString::new(url),
                     schema,
                     pool,
@@ -199,39 +289,40 @@ impl StoreConfig {
         } else {
             default_path()?
         };
-        Ok(StoreConfig::Redb { path })
+        Ok(StoreKind::Redb { path })
     }
 
     /// Parses a `--store` argument: `memory`, a `postgres://` (or
     /// `postgresql://`) URL (schema [`DEFAULT_SCHEMA`]), or a path to a redb
-    /// file.
+    /// file; the history options are the defaults.
     pub fn from_arg(arg: &str) -> Self {
         if arg == "memory" {
-            StoreConfig::Memory
+            Self::memory()
         } else if arg.starts_with("postgres://") || arg.starts_with("postgresql://") {
-            StoreConfig::Postgres {
-                url: ConnectionString::new(arg),
-                schema: DEFAULT_SCHEMA.to_owned(),
-                pool: PoolSettings::default(),
-            }
+            Self::postgres(arg)
         } else {
-            StoreConfig::Redb { path: arg.into() }
+            Self::redb(arg)
         }
     }
 
     /// Opens the configured store for reading and writing. A redb file is
     /// opened on Tokio's blocking pool (opening verifies its pages).
+    /// `Config` if the origin is not valid.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropped, no store is returned; a redb open already
     /// running finishes on the blocking pool and is closed again.
-    pub async fn open(&self) -> Result<Arc<dyn Revisioned>> {
-        match self {
-            StoreConfig::Redb { path } => open_blocking(path, RedbStore::open).await,
-            StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
-            StoreConfig::Postgres { url, schema, pool } => {
-                connect_postgres(url, schema, *pool).await
+    pub async fn open(&self) -> Result<Arc<dyn Audited>> {
+        validate_origin(&self.history.origin)?;
+        match &self.kind {
+            StoreKind::Redb { path } => {
+                let options = RedbOptions::default().history(self.history.clone());
+                open_blocking(path, move |p| RedbStore::open_with(p, options)).await
+            }
+            StoreKind::Memory => Ok(Arc::new(MemoryStore::with_history(self.history.clone())?)),
+            StoreKind::Postgres { url, schema, pool } => {
+                connect_postgres(url, schema, *pool, &self.history).await
             }
         }
     }
@@ -244,10 +335,10 @@ impl StoreConfig {
     /// # Cancel safety
     ///
     /// Cancel safe, like [`open`](Self::open).
-    pub async fn open_read_only(&self) -> Result<Arc<dyn Revisioned>> {
-        match self {
-            StoreConfig::Redb { path } => open_blocking(path, RedbStore::open_read_only).await,
-            other => other.open().await,
+    pub async fn open_read_only(&self) -> Result<Arc<dyn Audited>> {
+        match &self.kind {
+            StoreKind::Redb { path } => open_blocking(path, RedbStore::open_read_only).await,
+            _ => self.open().await,
         }
     }
 }
@@ -255,8 +346,8 @@ impl StoreConfig {
 /// Runs a redb `open` of `path` on Tokio's blocking pool.
 async fn open_blocking(
     path: &Path,
-    open: fn(PathBuf) -> Result<RedbStore>,
-) -> Result<Arc<dyn Revisioned>> {
+    open: impl FnOnce(PathBuf) -> Result<RedbStore> + Send + 'static,
+) -> Result<Arc<dyn Audited>> {
     let path = path.to_owned();
     let store = tokio::task::spawn_blocking(move || open(path))
         .await
@@ -269,14 +360,15 @@ async fn connect_postgres(
     url: &ConnectionString,
     schema: &str,
     pool: PoolSettings,
-) -> Result<Arc<dyn Revisioned>> {
+    history: &HistoryOptions,
+) -> Result<Arc<dyn Audited>> {
     use crate::store::postgres::{PgOptions, PgStore};
-    let options = PgOptions {
-        schema: schema.to_owned(),
-        pool_size: pool.size,
-        connect_timeout: pool.connect_timeout,
-        statement_timeout: pool.statement_timeout,
-    };
+    let options = PgOptions::default()
+        .schema(schema)
+        .pool_size(pool.size)
+        .connect_timeout(pool.connect_timeout)
+        .statement_timeout(pool.statement_timeout)
+        .history(history.clone());
     Ok(Arc::new(PgStore::connect(url.expose(), options).await?))
 }
 
@@ -285,7 +377,8 @@ async fn connect_postgres(
     url: &ConnectionString,
     _schema: &str,
     _pool: PoolSettings,
-) -> Result<Arc<dyn Revisioned>> {
+    _history: &HistoryOptions,
+) -> Result<Arc<dyn Audited>> {
     Err(Error::Config(format!(
         "{url}: this build has no PostgreSQL support (the `postgres` feature)"
     )))
@@ -317,7 +410,7 @@ mod tests {
 
     #[test]
     fn precedence_and_errors() {
-        let redb = |p: &str| StoreConfig::Redb { path: p.into() };
+        let redb = |p: &str| StoreConfig::redb(p);
         assert_eq!(
             config(&[("WAGGLE_STORE_PATH", "/a/s.db"), ("WAGGLE_DATA_DIR", "/d")]).ok(),
             Some(redb("/a/s.db"))
@@ -332,7 +425,7 @@ mod tests {
         );
         assert_eq!(
             config(&[("WAGGLE_STORE", "memory")]).ok(),
-            Some(StoreConfig::Memory)
+            Some(StoreConfig::memory())
         );
         assert_eq!(
             config(&[("WAGGLE_STORE", "redb"), ("WAGGLE_DATA_DIR", "/d")]).ok(),
@@ -351,11 +444,7 @@ mod tests {
         ]);
         assert_eq!(
             pg.ok(),
-            Some(StoreConfig::Postgres {
-                url: ConnectionString::new("postgres://u:hunter2@db/w"),
-                schema: DEFAULT_SCHEMA.to_owned(),
-                pool: PoolSettings::default(),
-            })
+            Some(StoreConfig::postgres("postgres://u:hunter2@db/w"))
         );
         let tuned = config(&[
             ("WAGGLE_STORE", "postgres"),
@@ -364,7 +453,7 @@ mod tests {
             ("WAGGLE_STORE_CONNECT_TIMEOUT_MS", "250"),
         ]);
         assert!(
-            matches!(&tuned, Ok(StoreConfig::Postgres { pool, .. })
+            matches!(&tuned, Ok(StoreConfig { kind: StoreKind::Postgres { pool, .. }, .. })
                 if pool.size == 4 && pool.connect_timeout.as_millis() == 250
                     && pool.statement_timeout == PoolSettings::default().statement_timeout),
             "{tuned:?}"
@@ -377,8 +466,8 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("WAGGLE_STORE_POOL_SIZE"), "{err}");
         assert!(matches!(
-            StoreConfig::from_arg("postgresql://db/w"),
-            StoreConfig::Postgres { .. }
+            StoreConfig::from_arg("postgresql://db/w").kind,
+            StoreKind::Postgres { .. }
         ));
     }
 
@@ -397,11 +486,7 @@ mod tests {
             ("postgres://db/w", "postgres://db/w"),
         ] {
             let url = ConnectionString::new(raw);
-            let config = StoreConfig::Postgres {
-                url: url.clone(),
-                schema: "s".into(),
-                pool: PoolSettings::default(),
-            };
+            let config = StoreConfig::postgres(raw);
             assert_eq!(url.to_string(), shown);
             assert!(
                 !format!("{url:?} {config:?}").contains("hunter2"),
@@ -411,16 +496,36 @@ mod tests {
     }
 
     #[test]
+    fn origin_and_retention_from_the_environment() {
+        let c = config(&[
+            ("WAGGLE_STORE", "memory"),
+            ("WAGGLE_STORE_ORIGIN", "server-a"),
+            ("WAGGLE_STORE_HISTORY", "all"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c,
+            StoreConfig::memory()
+                .with_origin("server-a")
+                .with_retention(Retention::All)
+        );
+        let d = config(&[("WAGGLE_STORE", "memory")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.history, HistoryOptions::default());
+        for (key, bad) in [
+            ("WAGGLE_STORE_ORIGIN", "two words"),
+            ("WAGGLE_STORE_HISTORY", "forever"),
+        ] {
+            let err = config(&[(key, bad)]).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn non_utf8_paths_are_kept_byte_for_byte() {
         use std::os::unix::ffi::OsStringExt;
         let raw = OsString::from_vec(b"/tmp/\xffstore.db".to_vec());
         let config = StoreConfig::from_lookup(|k| (k == "WAGGLE_STORE_PATH").then(|| raw.clone()));
-        assert_eq!(
-            config.ok(),
-            Some(StoreConfig::Redb {
-                path: PathBuf::from(raw)
-            })
-        );
+        assert_eq!(config.ok(), Some(StoreConfig::redb(PathBuf::from(raw))));
     }
 
     #[test]
@@ -428,9 +533,7 @@ mod tests {
         if let Some(dir) = dirs::config_dir() {
             assert_eq!(
                 config(&[]).ok(),
-                Some(StoreConfig::Redb {
-                    path: dir.join("waggle").join("waggle.db")
-                })
+                Some(StoreConfig::redb(dir.join("waggle").join("waggle.db")))
             );
         }
     }

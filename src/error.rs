@@ -80,6 +80,21 @@ pub enum Error {
         /// The store file.
         path: PathBuf,
     },
+    /// The store records no history (its retention is `off`).
+    #[error("this store records no history (its retention is off: WAGGLE_STORE_HISTORY=off)")]
+    HistoryOff,
+    /// Changes above `after` were pruned by the history's retention, up to
+    /// revision `through`: a follower at `after` would miss them. Follow
+    /// from `through` to go on knowingly without them.
+    #[error(
+        "changes after {after} were pruned by the history's retention (up to {through}): a follower there would miss them; follow from {through} to go on without them"
+    )]
+    HistoryPruned {
+        /// The cursor asked about.
+        after: Revision,
+        /// The highest revision pruned.
+        through: Revision,
+    },
     /// The store has been closed or its background writer is gone.
     #[error("the store is closed")]
     Closed,

@@ -13,7 +13,8 @@
 //! 1. [`domain`]: the entity and its rules; no I/O.
 //! 2. [`record`]: the JSON record format.
 //! 3. [`Repository`] and [`Error`]: the contract; [`revisions`]: its
-//!    conditional writes ([`Revisioned`]).
+//!    conditional writes ([`Revisioned`]); [`history`]: the audit trail
+//!    ([`Audited`]).
 //! 4. [`store`]: one module per backend.
 //! 5. [`config`]: choosing and opening a store.
 #![deny(missing_docs)]
@@ -21,6 +22,7 @@
 pub mod config;
 pub mod domain;
 mod error;
+pub mod history;
 pub mod record;
 mod repository;
 pub mod revisions;
@@ -31,6 +33,7 @@ pub use chrono;
 pub use config::StoreConfig;
 pub use domain::{Capabilities, Environment, Runtime, Status};
 pub use error::{BoxError, Error, Result};
+pub use history::{Audited, Change, ChangeKind, HistoryOptions, Retention};
 pub use repository::Repository;
 pub use revisions::{Expected, Revision, Revisioned, RevisionedExt, Versioned};
 pub use store::memory::MemoryStore;

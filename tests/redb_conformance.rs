@@ -31,17 +31,5 @@ macro_rules! redb_conformance {
 }
 
 redb_conformance!(redb, RedbOptions::default());
-redb_conformance!(
-    redb_uncached,
-    RedbOptions {
-        cache_entries: 0,
-        ..RedbOptions::default()
-    }
-);
-redb_conformance!(
-    redb_exclusive,
-    RedbOptions {
-        live_readers: false,
-        ..RedbOptions::default()
-    }
-);
+redb_conformance!(redb_uncached, RedbOptions::default().cache_entries(0));
+redb_conformance!(redb_exclusive, RedbOptions::default().live_readers(false));

@@ -94,11 +94,9 @@ fn child_entry() {
             let options = if mode == "writer" {
                 RedbOptions::default()
             } else {
-                RedbOptions {
-                    checkpoint_ids: 16,
-                    checkpoint_bytes: 16 << 10,
-                    ..RedbOptions::default()
-                }
+                RedbOptions::default()
+                    .checkpoint_ids(16)
+                    .checkpoint_bytes(16 << 10)
             };
             let store = RedbStore::open_with(&path, options).unwrap_or_else(|e| panic!("{e}"));
             let mut checkpoints = 0;
@@ -400,10 +398,7 @@ fn another_process_reads_live_while_this_one_writes() {
 fn without_live_readers_the_file_is_locked_to_readers_too() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("waggle.db");
-    let options = waggle_store::store::redb::RedbOptions {
-        live_readers: false,
-        ..Default::default()
-    };
+    let options = waggle_store::store::redb::RedbOptions::default().live_readers(false);
     let _store = RedbStore::open_with(&path, options).unwrap_or_else(|e| panic!("{e}"));
     let out = child("reader", &path)
         .output()
@@ -451,14 +446,8 @@ fn a_read_only_handle_sees_the_writers_revisions() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("waggle.db");
     rt().block_on(async {
-        let writer = RedbStore::open_with(
-            &path,
-            RedbOptions {
-                checkpoint_ids: 4,
-                ..RedbOptions::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let writer = RedbStore::open_with(&path, RedbOptions::default().checkpoint_ids(4))
+            .unwrap_or_else(|e| panic!("{e}"));
         for i in 0..10 {
             writer
                 .save_if(&env(&format!("r{i}")), Expected::Absent)
@@ -572,10 +561,7 @@ fn checkpoints_move_the_journal_into_the_file() {
 /// count) then comes from the redb file, across checkpoints.
 #[test]
 fn checkpoints_move_the_journal_into_the_file_uncached() {
-    checkpoints_with(RedbOptions {
-        cache_entries: 0,
-        ..RedbOptions::default()
-    });
+    checkpoints_with(RedbOptions::default().cache_entries(0));
 }
 
 fn checkpoints_with(options: RedbOptions) {
@@ -1055,7 +1041,11 @@ fn a_format_2_store_reads_and_upgrades() {
         Some(&b'{'),
         "untouched: as it was (format 2)"
     );
-    assert_eq!(meta(&path, "format_version").as_deref(), Some("4"));
+    assert_eq!(meta(&path, "format_version").as_deref(), Some("5"));
+    // The history starts with the upgrade: nothing before it is missing
+    // here (every older record is at revision 0), and the rewrite is in it.
+    assert_eq!(meta(&path, "history").as_deref(), Some("on"));
+    assert_eq!(meta(&path, "pruned_through").as_deref(), Some("0"));
     assert_eq!(
         meta(&path, "last_revision"),
         Some(rewritten.get().to_string())

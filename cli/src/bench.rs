@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use waggle_store::config::StoreKind;
 use waggle_store::store::redb::Stats;
 use waggle_store::{Environment, MemoryStore, RedbStore, Repository, Runtime, Status, StoreConfig};
 
@@ -199,15 +200,23 @@ async fn worker(
 pub async fn run(config: Option<&StoreConfig>, args: BenchArgs) -> anyhow::Result<()> {
     let temp;
     let (store, redb, label): (Arc<dyn Repository>, Option<Arc<RedbStore>>, String) = match config {
-        Some(StoreConfig::Memory) => (Arc::new(MemoryStore::new()), None, "memory".into()),
-        Some(pg @ StoreConfig::Postgres { url, schema, .. }) => (
+        Some(StoreConfig {
+            kind: StoreKind::Memory,
+            ..
+        }) => (Arc::new(MemoryStore::new()), None, "memory".into()),
+        Some(
+            pg @ StoreConfig {
+                kind: StoreKind::Postgres { url, schema, .. },
+                ..
+            },
+        ) => (
             pg.open().await?,
             None,
             format!("postgres {url} (schema {schema})"),
         ),
         other => {
-            let path = match other {
-                Some(StoreConfig::Redb { path }) => path.clone(),
+            let path = match other.map(|c| &c.kind) {
+                Some(StoreKind::Redb { path }) => path.clone(),
                 _ => {
                     temp = tempfile::tempdir().context("cannot create a temporary directory")?;
                     temp.path().join("bench.db")

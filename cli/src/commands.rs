@@ -13,7 +13,11 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use waggle_store::chrono;
-use waggle_store::{Environment, RedbStore, StoreConfig, Versioned, record};
+use waggle_store::config::StoreKind;
+use waggle_store::history::IMPORT_ORIGIN;
+use waggle_store::{
+    Change, ChangeKind, Environment, RedbStore, Revision, StoreConfig, Versioned, record,
+};
 
 use crate::{Cli, Command, EXIT_DAMAGED};
 
@@ -33,7 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(arg) => StoreConfig::from_arg(arg),
         None => StoreConfig::from_env()?,
     };
-    if let StoreConfig::Postgres { schema, .. } = &mut config {
+    if let StoreKind::Postgres { schema, .. } = &mut config.kind {
         // From the environment, the schema came with the URL; with
         // `--store`, $WAGGLE_STORE_SCHEMA still names it. `--schema` wins.
         let named_by_env = || {
@@ -80,6 +84,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export { out } => export(&config, out.as_deref()).await?,
         Command::Import { file, dry_run } => import(&config, &file, dry_run).await?,
         Command::Check => return check(&config).await,
+        Command::History { id, json } => history(&config, &id, json).await?,
+        Command::Changes {
+            since,
+            since_time,
+            limit,
+        } => changes(&config, since, since_time, limit).await?,
         Command::Bench(args) => {
             crate::bench::run(cli.store.as_deref().map(|_| &config), args).await?
         }
@@ -94,12 +104,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn redb_path<'a>(config: &'a StoreConfig, what: &str) -> anyhow::Result<&'a Path> {
-    match config {
-        StoreConfig::Redb { path } => Ok(path),
-        StoreConfig::Memory => bail!("{what} works on a redb store file, not on `memory`"),
-        StoreConfig::Postgres { url, .. } => bail!(
+    match &config.kind {
+        StoreKind::Redb { path } => Ok(path),
+        StoreKind::Postgres { url, .. } => bail!(
             "{what} works on a redb store file; {url} is a PostgreSQL store: use the server's own tools (VACUUM, pg_amcheck)"
         ),
+        _ => bail!("{what} works on a redb store file, not on `memory`"),
     }
 }
 
@@ -214,7 +224,8 @@ async fn import(config: &StoreConfig, file: &Path, dry_run: bool) -> anyhow::Res
         );
         return Ok(());
     }
-    let store = config.open().await?;
+    // The history names the import as the writer of what it restored.
+    let store = config.clone().with_origin(IMPORT_ORIGIN).open().await?;
     let bar = progress(envs.len(), "import");
     // Many saves in flight at once so the redb writer group-commits them.
     let mut tasks = tokio::task::JoinSet::new();
@@ -240,7 +251,7 @@ async fn import(config: &StoreConfig, file: &Path, dry_run: bool) -> anyhow::Res
 
 async fn check(config: &StoreConfig) -> anyhow::Result<ExitCode> {
     #[cfg(feature = "postgres")]
-    if let StoreConfig::Postgres { url, schema, pool } = config {
+    if let StoreKind::Postgres { url, schema, pool } = &config.kind {
         return check_postgres(url, schema, *pool).await;
     }
     let path = redb_path(config, "check")?.to_owned();
@@ -261,12 +272,14 @@ async fn check_postgres(
     pool: waggle_store::config::PoolSettings,
 ) -> anyhow::Result<ExitCode> {
     use waggle_store::store::postgres::{PgOptions, PgStore};
-    let options = PgOptions {
-        schema: schema.to_owned(),
-        pool_size: pool.size,
-        connect_timeout: pool.connect_timeout,
-        statement_timeout: pool.statement_timeout,
-    };
+    // Whether the history is recorded stays as the schema says: a check
+    // switches nothing.
+    let options = PgOptions::default()
+        .schema(schema)
+        .pool_size(pool.size)
+        .connect_timeout(pool.connect_timeout)
+        .statement_timeout(pool.statement_timeout)
+        .keep_recording();
     let store = PgStore::connect(url.expose(), options).await?;
     let report = store.check().await?;
     println!("store: {url} (schema {schema})");
@@ -289,9 +302,148 @@ fn print_report(report: &waggle_store::store::redb::CheckReport, what: &str) -> 
     for (id, why) in &report.corrupt {
         println!("  {id}: {why}");
     }
+    println!(
+        "history: {} ids' latest change matches what is stored, {} do not",
+        report.history_ok,
+        report.history.len()
+    );
+    for (id, why) in &report.history {
+        println!("  {id}: {why}");
+    }
     if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_DAMAGED)
     }
+}
+
+/// What a change did to the value before it, in a few words: the status
+/// transition first (`creating → running`), then the other fields that
+/// moved.
+fn what_changed(before: Option<&Environment>, change: &Change) -> String {
+    let Some(after) = &change.env else {
+        return "deleted".to_owned();
+    };
+    let Some(before) = before else {
+        return format!("created ({})", after.status());
+    };
+    let mut moved = Vec::new();
+    if before.status() != after.status() {
+        moved.push(format!("{} → {}", before.status(), after.status()));
+    }
+    if before.name != after.name {
+        moved.push(format!("name {:?} → {:?}", before.name, after.name));
+    }
+    if before.runtime != after.runtime {
+        moved.push(format!("runtime {} → {}", before.runtime, after.runtime));
+    }
+    if before.ssh_port != after.ssh_port {
+        moved.push(format!("ssh {} → {}", before.ssh_port, after.ssh_port));
+    }
+    if before.inactivity_timeout != after.inactivity_timeout {
+        moved.push("inactivity timeout".to_owned());
+    }
+    if before.capabilities != after.capabilities {
+        moved.push("capabilities".to_owned());
+    }
+    if before.created_at != after.created_at {
+        moved.push("created at".to_owned());
+    }
+    if before.last_used != after.last_used {
+        moved.push("touched".to_owned());
+    }
+    if moved.is_empty() {
+        "saved unchanged".to_owned()
+    } else {
+        moved.join(", ")
+    }
+}
+
+/// `history ID`: the life of one environment.
+async fn history(config: &StoreConfig, id: &str, json: bool) -> anyhow::Result<()> {
+    let life = config.open_read_only().await?.history(id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&life)?);
+        return Ok(());
+    }
+    if life.is_empty() {
+        println!("no history of {id:?} (never written, or pruned by retention)");
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(life.len());
+    let mut before: Option<&Environment> = None;
+    for change in &life {
+        rows.push([
+            change.revision.get().to_string(),
+            change.at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+            change.origin.clone(),
+            what_changed(before, change),
+        ]);
+        before = change.env.as_ref();
+    }
+    let header = ["REVISION", "TIME (UTC)", "ORIGIN", "CHANGE"];
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[String]| {
+        let padded: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    println!("{}", line(&header.map(str::to_owned)));
+    for row in &rows {
+        println!("{}", line(row));
+    }
+    let deleted = life.last().is_some_and(|c| c.kind == ChangeKind::Deleted);
+    println!(
+        "({} change{}{})",
+        life.len(),
+        if life.len() == 1 { "" } else { "s" },
+        if deleted { "; deleted" } else { "" }
+    );
+    Ok(())
+}
+
+/// Changes read per call while paging through the history.
+const PAGE: usize = 1000;
+
+/// `changes`: the store-wide history as JSON Lines, from a revision or a
+/// time on, at most `limit`.
+async fn changes(
+    config: &StoreConfig,
+    since: Option<u64>,
+    since_time: Option<DateTime<Utc>>,
+    limit: Option<usize>,
+) -> anyhow::Result<()> {
+    let store = config.open_read_only().await?;
+    let mut cursor = Revision::new(since.unwrap_or(0));
+    let mut left = limit.unwrap_or(usize::MAX);
+    let mut out = std::io::stdout().lock();
+    while left > 0 {
+        let page = store.changes(cursor, PAGE.min(left)).await?;
+        let Some(last) = page.last() else { break };
+        cursor = last.revision;
+        for change in page
+            .iter()
+            .filter(|c| since_time.is_none_or(|t| c.at >= t))
+            .take(left)
+        {
+            serde_json::to_writer(&mut out, change)?;
+            if let Err(e) = writeln!(out) {
+                // A closed pipe (`| head`) ends the listing, not in error.
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(e).context("cannot write to standard output");
+            }
+            left -= 1;
+        }
+    }
+    Ok(())
 }

@@ -16,6 +16,8 @@ use waggle_store::{
     StoreConfig,
 };
 
+use waggle_store::config::StoreKind;
+
 use crate::commands::print_table;
 
 /// Runs the demo on `config`'s store, or on a temporary one when `None`.
@@ -26,8 +28,11 @@ pub async fn run(config: Option<&StoreConfig>) -> anyhow::Result<()> {
             temp = tempfile::tempdir().context("cannot create a temporary directory")?;
             temp.path().join("waggle.db")
         }
-        Some(StoreConfig::Redb { path }) => path.clone(),
-        Some(StoreConfig::Memory | StoreConfig::Postgres { .. }) => {
+        Some(StoreConfig {
+            kind: StoreKind::Redb { path },
+            ..
+        }) => path.clone(),
+        Some(_) => {
             anyhow::bail!(
                 "the demo shows a redb file's persistence: give it a redb path, or no --store"
             )

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use waggle_store::chrono;
 
 use waggle_store::{Runtime, Status};
 
@@ -109,6 +110,33 @@ enum Command {
     ///
     /// Example: waggle-store check
     Check,
+    /// The life of one environment: every change the history keeps, oldest
+    /// first — revision, time, origin (which server), what changed.
+    ///
+    /// Example: waggle-store history env-7f3a
+    History {
+        /// The environment id.
+        id: String,
+        /// A JSON array of the changes instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every change store-wide, in revision order, as JSON Lines: for audit
+    /// export and log shippers. Resume with --since the last revision seen.
+    ///
+    /// Example: waggle-store changes --since 1200 --limit 100
+    Changes {
+        /// Only changes after this revision.
+        #[arg(long, value_name = "REV")]
+        since: Option<u64>,
+        /// Only changes made at or after this time (RFC 3339, e.g.
+        /// 2026-12-08T09:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since_time: Option<chrono::DateTime<chrono::Utc>>,
+        /// At most this many changes.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
     /// Reclaim free space in the file; prints the size before and after.
     /// The server must be stopped.
     ///

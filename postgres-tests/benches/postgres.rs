@@ -45,11 +45,9 @@ fn with_param(url: &str, param: &str) -> String {
 }
 
 async fn store(url: &str, tag: &str) -> Arc<PgStore> {
-    let options = PgOptions {
-        schema: unique_schema(tag),
-        pool_size: 64,
-        ..PgOptions::default()
-    };
+    let options = PgOptions::default()
+        .schema(unique_schema(tag))
+        .pool_size(64);
     Arc::new(
         PgStore::connect(url, options)
             .await

@@ -33,11 +33,7 @@ pub fn unique_schema(tag: &str) -> String {
 /// When there is no test server or the store cannot be opened: tests only.
 pub async fn connect(schema: &str) -> PgStore {
     let url = server_url().unwrap_or_else(|| panic!("WAGGLE_TEST_POSTGRES_URL is not set"));
-    let options = PgOptions {
-        schema: schema.to_owned(),
-        pool_size: 8,
-        ..PgOptions::default()
-    };
+    let options = PgOptions::default().schema(schema).pool_size(8);
     PgStore::connect(&url, options)
         .await
         .unwrap_or_else(|e| panic!("{e}"))

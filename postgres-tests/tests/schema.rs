@@ -48,7 +48,7 @@ mod with_server {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .get(0);
-        assert_eq!(versions, "1,2,3,4", "each migration is recorded once");
+        assert_eq!(versions, "1,2,3,4,5", "each migration is recorded once");
         assert_eq!(
             stores[3].count().await.ok(),
             Some(1),
@@ -70,10 +70,7 @@ mod with_server {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let url = server_url().unwrap_or_default();
-        let options = PgOptions {
-            schema: schema.clone(),
-            ..PgOptions::default()
-        };
+        let options = PgOptions::default().schema(schema.clone());
         let contents = async || -> String {
             client
                 .query_one(
@@ -113,7 +110,10 @@ mod with_server {
             .batch_execute(&format!(
                 "DROP FUNCTION \"{schema}\".save_environment, \"{schema}\".save_environment_if, \
                      \"{schema}\".delete_environment, \"{schema}\".delete_environment_if, \
-                     \"{schema}\".lock_environment; \
+                     \"{schema}\".lock_environment, \"{schema}\".begin_write, \
+                     \"{schema}\".history_fence, \"{schema}\".set_history_recording, \
+                     \"{schema}\".record_change, \"{schema}\".history_gate; \
+                 DROP TABLE \"{schema}\".environment_changes, \"{schema}\".history_state; \
                  ALTER TABLE \"{schema}\".environments DROP COLUMN revision; \
                  DROP SEQUENCE \"{schema}\".revisions; \
                  DROP TRIGGER environments_counted ON \"{schema}\".environments; \
@@ -284,7 +284,9 @@ mod with_server {
                  GRANT SELECT, INSERT, UPDATE, DELETE ON \"{schema}\".environments TO \"{role}\"; \
                  GRANT SELECT, UPDATE ON \"{schema}\".environment_count TO \"{role}\"; \
                  GRANT USAGE ON SEQUENCE \"{schema}\".revisions TO \"{role}\"; \
-                 GRANT SELECT ON \"{schema}\".waggle_schema TO \"{role}\""
+                 GRANT SELECT ON \"{schema}\".waggle_schema TO \"{role}\"; \
+                 GRANT SELECT, INSERT, DELETE ON \"{schema}\".environment_changes TO \"{role}\"; \
+                 GRANT SELECT, UPDATE ON \"{schema}\".history_state TO \"{role}\""
             ))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -294,10 +296,7 @@ mod with_server {
         let open = |schema: String| {
             let as_role = as_role.clone();
             async move {
-                let options = PgOptions {
-                    schema,
-                    ..PgOptions::default()
-                };
+                let options = PgOptions::default().schema(schema);
                 PgStore::connect(&as_role, options).await
             }
         };

@@ -52,12 +52,11 @@ mod with_server {
     async fn a_server_crash_loses_no_acknowledged_write_and_the_pool_recovers() {
         let url = server_url().unwrap_or_default();
         let timeout = Duration::from_secs(2);
-        let options = PgOptions {
-            schema: unique_schema("crash"),
-            pool_size: 8,
-            connect_timeout: timeout,
-            statement_timeout: timeout,
-        };
+        let options = PgOptions::default()
+            .schema(unique_schema("crash"))
+            .pool_size(8)
+            .connect_timeout(timeout)
+            .statement_timeout(timeout);
         let store = Arc::new(
             PgStore::connect(&url, options)
                 .await

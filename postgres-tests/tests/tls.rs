@@ -40,12 +40,10 @@ mod with_server {
     }
 
     async fn open(conn: &str) -> Result<PgStore, Error> {
-        let options = PgOptions {
-            schema: unique_schema("tls"),
-            pool_size: 2,
-            connect_timeout: Duration::from_secs(5),
-            ..PgOptions::default()
-        };
+        let options = PgOptions::default()
+            .schema(unique_schema("tls"))
+            .pool_size(2)
+            .connect_timeout(Duration::from_secs(5));
         PgStore::connect(conn, options).await
     }
 

@@ -4,13 +4,15 @@
 //! `MemoryStore`: the contract over a map in memory. For tests, and as an
 //! explicit fallback when nothing needs to survive a restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
+use chrono::Utc;
 
 use crate::domain::Environment;
 use crate::error::{Error, Result};
+use crate::history::{Audited, Change, HistoryOptions, validate_origin};
 use crate::repository::Repository;
 use crate::revisions::{Expected, Revision, Revisioned, Versioned};
 
@@ -18,10 +20,12 @@ use crate::revisions::{Expected, Revision, Revisioned, Versioned};
 ///
 /// Every method finishes in its first poll without awaiting, so each is
 /// trivially atomic under cancellation. Revisions come from one counter
-/// for the whole store, so none is ever issued twice.
+/// for the whole store, so none is ever issued twice; each write's
+/// [`Change`] is recorded under the same lock, in revision order.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: RwLock<Inner>,
+    history: HistoryOptions,
 }
 
 #[derive(Debug, Default)]
@@ -29,12 +33,74 @@ struct Inner {
     envs: BTreeMap<String, Versioned>,
     /// The last revision issued.
     last: u64,
+    /// Every change kept, by revision.
+    changes: BTreeMap<u64, Change>,
+    /// Each id's kept changes, oldest first.
+    by_id: HashMap<String, Vec<u64>>,
+    /// The highest revision retention removed (0: none).
+    pruned_through: u64,
+    /// Writes since the last pruning sweep.
+    since_prune: usize,
 }
+
+/// Writes between two pruning sweeps of the changes retention allows to go.
+const PRUNE_EVERY: usize = 1024;
 
 impl Inner {
     fn next(&mut self) -> Revision {
         self.last += 1;
         Revision::new(self.last)
+    }
+
+    /// Records `change`, and every [`PRUNE_EVERY`] writes drops the changes
+    /// retention lets go (never a stored id's latest).
+    fn record(&mut self, history: &HistoryOptions, change: Change) {
+        if !history.retention.records() {
+            return;
+        }
+        let revision = change.revision.get();
+        self.by_id
+            .entry(change.id.clone())
+            .or_default()
+            .push(revision);
+        self.changes.insert(revision, change);
+        self.since_prune += 1;
+        if self.since_prune >= PRUNE_EVERY {
+            self.since_prune = 0;
+            if let Some(window) = history.retention.window() {
+                self.prune(window);
+            }
+        }
+    }
+
+    /// Drops the changes older than `window`, except each stored id's
+    /// latest; returns how many.
+    fn prune(&mut self, window: std::time::Duration) -> usize {
+        let Ok(window) = chrono::Duration::from_std(window) else {
+            return 0;
+        };
+        let Some(cutoff) = Utc::now().checked_sub_signed(window) else {
+            return 0;
+        };
+        let old: Vec<(u64, String)> = self
+            .changes
+            .iter()
+            .take_while(|(_, c)| c.at < cutoff)
+            .filter(|(r, c)| self.envs.get(&c.id).map(|v| v.revision.get()) != Some(**r))
+            .map(|(r, c)| (*r, c.id.clone()))
+            .collect();
+        let removed = old.len();
+        for (revision, id) in old {
+            self.changes.remove(&revision);
+            if let Some(revisions) = self.by_id.get_mut(&id) {
+                revisions.retain(|r| *r != revision);
+                if revisions.is_empty() {
+                    self.by_id.remove(&id);
+                }
+            }
+            self.pruned_through = self.pruned_through.max(revision);
+        }
+        removed
     }
 
     fn conflict(&self, id: &str, expected: Expected) -> Error {
@@ -47,9 +113,46 @@ impl Inner {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store, its history kept with the default options (origin
+    /// `<host>:<pid>`, 90 days).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose history names `origin` as the writer of
+    /// every change; `Config` if the origin is not valid
+    /// ([`validate_origin`]).
+    pub fn with_origin(origin: &str) -> Result<Self> {
+        Self::with_history(HistoryOptions::default().origin(origin))
+    }
+
+    /// An empty store with these history options; `Config` if the origin
+    /// is not valid.
+    pub fn with_history(history: HistoryOptions) -> Result<Self> {
+        validate_origin(&history.origin)?;
+        Ok(Self {
+            inner: RwLock::default(),
+            history,
+        })
+    }
+
+    /// Stores `env` at the next revision and records the change.
+    fn put(&self, inner: &mut Inner, env: Environment) -> Revision {
+        let revision = inner.next();
+        let change = Change::saved(revision, env.clone(), Utc::now(), &self.history.origin);
+        inner.record(&self.history, change);
+        inner
+            .envs
+            .insert(env.id.clone(), Versioned { env, revision });
+        revision
+    }
+
+    /// Removes `id` (stored), consuming a revision, and records the change.
+    fn remove(&self, inner: &mut Inner, id: &str) {
+        inner.envs.remove(id);
+        let revision = inner.next();
+        let change = Change::deleted(revision, id, Utc::now(), &self.history.origin);
+        inner.record(&self.history, change);
     }
 
     // No code panics while holding the lock (only clones and map updates run
@@ -71,11 +174,7 @@ impl Repository for MemoryStore {
     async fn save(&self, env: &Environment) -> Result<()> {
         env.validate()?;
         let env = env.clone();
-        let mut inner = self.write();
-        let revision = inner.next();
-        inner
-            .envs
-            .insert(env.id.clone(), Versioned { env, revision });
+        self.put(&mut self.write(), env);
         Ok(())
     }
 
@@ -102,8 +201,10 @@ impl Repository for MemoryStore {
     /// Cancel safe: completes in its first poll.
     async fn delete(&self, id: &str) -> Result<()> {
         let mut inner = self.write();
-        inner.envs.remove(id).ok_or_else(|| Error::not_found(id))?;
-        inner.next();
+        if !inner.envs.contains_key(id) {
+            return Err(Error::not_found(id));
+        }
+        self.remove(&mut inner, id);
         Ok(())
     }
 
@@ -150,11 +251,7 @@ impl Revisioned for MemoryStore {
         if !holds {
             return Err(inner.conflict(&env.id, expected));
         }
-        let revision = inner.next();
-        inner
-            .envs
-            .insert(env.id.clone(), Versioned { env, revision });
-        Ok(revision)
+        Ok(self.put(&mut inner, env))
     }
 
     /// # Cancel safety
@@ -165,8 +262,63 @@ impl Revisioned for MemoryStore {
         if inner.envs.get(id).map(|v| v.revision) != Some(expected) {
             return Err(inner.conflict(id, Expected::Revision(expected)));
         }
-        inner.envs.remove(id);
-        inner.next();
+        self.remove(&mut inner, id);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Audited for MemoryStore {
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only.
+    async fn history(&self, id: &str) -> Result<Vec<Change>> {
+        if !self.history.retention.records() {
+            return Err(Error::HistoryOff);
+        }
+        let inner = self.read();
+        Ok(inner
+            .by_id
+            .get(id)
+            .map(|revisions| {
+                revisions
+                    .iter()
+                    .filter_map(|r| inner.changes.get(r).cloned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only.
+    async fn changes(&self, after: Revision, limit: usize) -> Result<Vec<Change>> {
+        if !self.history.retention.records() {
+            return Err(Error::HistoryOff);
+        }
+        let inner = self.read();
+        if after.get() < inner.pruned_through {
+            return Err(Error::HistoryPruned {
+                after,
+                through: Revision::new(inner.pruned_through),
+            });
+        }
+        let from = after.get().saturating_add(1);
+        Ok(inner
+            .changes
+            .range(from..)
+            .take(limit)
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: completes in its first poll.
+    async fn prune(&self, older_than: std::time::Duration) -> Result<usize> {
+        if !self.history.retention.records() {
+            return Err(Error::HistoryOff);
+        }
+        Ok(self.write().prune(older_than))
     }
 }

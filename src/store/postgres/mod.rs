@@ -49,6 +49,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::domain::{Environment, validate_id};
 use crate::error::{Error, Result};
+use crate::history::{Audited, Change, HistoryOptions};
 use crate::record;
 use crate::repository::Repository;
 use crate::revisions::{Expected, Revision, Revisioned, Versioned};
@@ -62,10 +63,15 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_count.sql"),
     include_str!("migrations/0003_revisions.sql"),
     include_str!("migrations/0004_revisions_in_commit_order.sql"),
+    include_str!("migrations/0005_history.sql"),
 ];
 
-/// How to open a [`PgStore`].
+/// How to open a [`PgStore`]: `PgOptions::default()` and the setters,
+/// e.g. `PgOptions::default().schema("fleet").pool_size(32)`. New options
+/// come with a default, so code that builds options this way keeps
+/// compiling.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PgOptions {
     /// The schema the store's tables live in; created if missing.
     /// Default `waggle`.
@@ -77,6 +83,52 @@ pub struct PgOptions {
     pub connect_timeout: Duration,
     /// The server cancels a statement running longer. Default 10 s.
     pub statement_timeout: Duration,
+    /// The origin this handle's writes carry in the history, and how long
+    /// changes are kept. Default: `<host>:<pid>`, 90 days.
+    pub history: HistoryOptions,
+    /// Whether connecting switches the schema's recording of the history
+    /// on or off as `history` says (see [`keep_recording`](Self::keep_recording)).
+    switch_recording: bool,
+}
+
+impl PgOptions {
+    /// Connects without switching the schema's recording of the history
+    /// on or off, and without pruning: what a maintenance tool (`check`)
+    /// wants, so that it changes nothing.
+    pub fn keep_recording(mut self) -> Self {
+        self.switch_recording = false;
+        self
+    }
+
+    /// With [`schema`](Self::schema).
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// With [`pool_size`](Self::pool_size).
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n;
+        self
+    }
+
+    /// With [`connect_timeout`](Self::connect_timeout).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// With [`statement_timeout`](Self::statement_timeout).
+    pub fn statement_timeout(mut self, d: Duration) -> Self {
+        self.statement_timeout = d;
+        self
+    }
+
+    /// With [`history`](Self::history).
+    pub fn history(mut self, history: HistoryOptions) -> Self {
+        self.history = history;
+        self
+    }
 }
 
 impl Default for PgOptions {
@@ -86,6 +138,8 @@ impl Default for PgOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            history: HistoryOptions::default(),
+            switch_recording: true,
         }
     }
 }
@@ -97,13 +151,15 @@ impl fmt::Debug for PgOptions {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("history", &self.history)
             .finish()
     }
 }
 
 /// The statements of one schema, its name quoted. Every write goes
-/// through a function of migration 4, which locks the id before it takes
-/// a revision, so an id's revisions increase in commit order.
+/// through a function of migration 5, which takes the history's gate and
+/// locks the id before it takes a revision, so an id's revisions increase
+/// in commit order, and records the change in the same transaction.
 #[derive(Debug)]
 struct Sql {
     /// Inserts or replaces; returns the new revision.
@@ -114,27 +170,80 @@ struct Sql {
     /// Saves only at the expected revision (`NULL`: only if absent);
     /// returns the new revision (`NULL` if refused) and the one found.
     save_if: String,
-    /// Deletes; returns the revision removed (`NULL`: none was stored).
+    /// Deletes; returns the revision the delete took (`NULL`: none was
+    /// stored).
     delete: String,
     /// Deletes only at revision `$2`; returns whether it did and the
     /// revision found.
     delete_if: String,
+    /// Whether changes are recorded and the highest pruned revision, then
+    /// up to `$2` changes above `$1` (one row with no change if none).
+    changes: String,
+    /// Whether changes are recorded, then `$1`'s changes.
+    history: String,
+    /// Waits for every writer in flight (migration 5).
+    fence: String,
+    /// Removes changes older than `$1` seconds but each stored id's latest;
+    /// returns how many.
+    prune: String,
+    /// Switches recording on or off.
+    set_recording: String,
+    /// Stored ids whose latest change is not their value at their revision.
+    history_check: String,
+    /// How many stored ids `history_check` judges (`NULL` if the history
+    /// is not recorded).
+    history_judged: String,
 }
 
 impl Sql {
     fn new(schema: &str) -> Self {
         let s = quote(schema);
         let t = format!("{s}.environments");
+        let c = format!("{s}.environment_changes");
+        let h = format!("{s}.history_state");
+        let change = "c.revision, c.id, c.kind, c.at, c.origin, c.record";
         Self {
-            upsert: format!("SELECT {s}.save_environment($1, $2)"),
+            upsert: format!("SELECT {s}.save_environment($1, $2, $3)"),
             select: format!("SELECT record, revision FROM {t} WHERE id = $1"),
             all: format!("SELECT id, record, revision FROM {t} ORDER BY id"),
             save_if: format!(
-                "SELECT new_revision, found_revision FROM {s}.save_environment_if($1, $2, $3)"
+                "SELECT new_revision, found_revision FROM {s}.save_environment_if($1, $2, $3, $4)"
             ),
-            delete: format!("SELECT {s}.delete_environment($1)"),
+            delete: format!("SELECT {s}.delete_environment($1, $2)"),
             delete_if: format!(
-                "SELECT deleted, found_revision FROM {s}.delete_environment_if($1, $2)"
+                "SELECT deleted, found_revision FROM {s}.delete_environment_if($1, $2, $3)"
+            ),
+            changes: format!(
+                "SELECT h.recording, h.pruned_through, {change} FROM {h} h \
+                 LEFT JOIN LATERAL (SELECT * FROM {c} WHERE revision > $1 ORDER BY revision LIMIT $2) c ON true \
+                 ORDER BY c.revision"
+            ),
+            history: format!(
+                "SELECT h.recording, h.pruned_through, {change} FROM {h} h \
+                 LEFT JOIN LATERAL (SELECT * FROM {c} WHERE id = $1 ORDER BY revision) c ON true \
+                 ORDER BY c.revision"
+            ),
+            fence: format!("SELECT {s}.history_fence()"),
+            prune: format!(
+                "WITH gone AS (DELETE FROM {c} c \
+                   WHERE c.at < clock_timestamp() - make_interval(secs => $1) \
+                   AND NOT EXISTS (SELECT 1 FROM {t} e WHERE e.id = c.id AND e.revision = c.revision) \
+                   RETURNING c.revision), \
+                 bumped AS (UPDATE {h} SET pruned_through = greatest(pruned_through, (SELECT max(revision) FROM gone)) \
+                   WHERE EXISTS (SELECT 1 FROM gone) RETURNING 1) \
+                 SELECT count(*)::bigint FROM gone"
+            ),
+            set_recording: format!("SELECT {s}.set_history_recording($1)"),
+            history_judged: format!(
+                "SELECT CASE WHEN h.recording THEN \
+                 (SELECT count(*) FROM {t} e WHERE e.revision > h.pruned_through) END FROM {h} h"
+            ),
+            history_check: format!(
+                "SELECT e.id, l.revision, l.kind, l.record = e.record FROM {h} h CROSS JOIN {t} e \
+                 LEFT JOIN LATERAL (SELECT * FROM {c} c WHERE c.id = e.id ORDER BY c.revision DESC LIMIT 1) l ON true \
+                 WHERE h.recording AND e.revision > h.pruned_through \
+                 AND (l.revision IS DISTINCT FROM e.revision OR l.kind <> 'saved' OR l.record IS DISTINCT FROM e.record) \
+                 ORDER BY e.id"
             ),
             // Slots kept by a trigger (migration 2): exact, and 64 rows
             // to read rather than every record.
@@ -163,7 +272,23 @@ pub struct PgStore {
     /// Writes whose callers went away before they ended: each is `true`
     /// once it has.
     orphans: Arc<std::sync::Mutex<Vec<watch::Receiver<bool>>>>,
+    /// The origin of this handle's writes, in their changes.
+    origin: String,
+    /// The background sweep of the history (a retention window only);
+    /// stopped when the store is dropped.
+    sweeper: Option<tokio::task::AbortHandle>,
 }
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(sweeper) = self.sweeper.take() {
+            sweeper.abort();
+        }
+    }
+}
+
+/// How often the background sweep prunes the history.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 impl fmt::Debug for PgStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -275,13 +400,45 @@ impl PgStore {
             })
             .build()
             .map_err(|e| Error::Config(format!("the PostgreSQL pool: {e}")))?;
+        crate::history::validate_origin(&options.history.origin)?;
         migrate(&pool, &options.schema).await?;
+        let sql = Sql::new(&options.schema);
+        if options.switch_recording {
+            let client = pool.get().await.map_err(pool_error)?;
+            client
+                .execute(
+                    sql.set_recording.as_str(),
+                    &[&options.history.retention.records()],
+                )
+                .await
+                .map_err(pg_error("switching the history's recording"))?;
+        }
+        let sweep = options
+            .history
+            .retention
+            .window()
+            .filter(|_| options.switch_recording);
+        let sweeper = sweep.map(|window| {
+            let (pool, prune) = (pool.clone(), sql.prune.clone());
+            tokio::spawn(async move {
+                loop {
+                    match prune_with(&pool, &prune, window).await {
+                        Ok(n) => tracing::debug!(removed = n, "pruned the history"),
+                        Err(e) => tracing::warn!(error = %e, "pruning the history failed; trying again later"),
+                    }
+                    tokio::time::sleep(SWEEP_EVERY).await;
+                }
+            })
+            .abort_handle()
+        });
         Ok(Self {
             pool,
-            sql: Sql::new(&options.schema),
+            sql,
             schema: options.schema,
             target,
             orphans: Arc::default(),
+            origin: options.history.origin,
+            sweeper,
         })
     }
 
@@ -396,6 +553,15 @@ impl PgStore {
             .await
             .map_err(pg_error("counting"))?
             .get(0);
+        let history = txn
+            .query(self.sql.history_check.as_str(), &[])
+            .await
+            .map_err(pg_error("checking the history"))?;
+        let judged: Option<i64> = txn
+            .query_one(self.sql.history_judged.as_str(), &[])
+            .await
+            .map_err(pg_error("checking the history"))?
+            .get(0);
         txn.commit().await.map_err(pg_error("ending the check"))?;
         let mut report = tokio::task::spawn_blocking(move || {
             let mut report = CheckReport::default();
@@ -412,6 +578,19 @@ impl PgStore {
         .map_err(|e| Error::storage("checking", e))?;
         let read = report.records_ok + report.corrupt.len();
         report.integrity = Some(i64::try_from(read).is_ok_and(|read| read == counted));
+        for row in &history {
+            let id: &str = row.get(0);
+            let latest: Option<i64> = row.get(1);
+            let why = match latest {
+                None => "the history has no change of it".to_owned(),
+                Some(r) => format!(
+                    "its latest change (revision {r}) is not its stored value at its revision"
+                ),
+            };
+            report.history.push((id.to_owned(), why));
+        }
+        let judged = usize::try_from(judged.unwrap_or(0)).unwrap_or(0);
+        report.history_ok = judged.saturating_sub(report.history.len());
         Ok(report)
     }
 
@@ -558,7 +737,9 @@ impl Repository for PgStore {
         if validate_id(id).is_err() {
             return Err(Error::not_found(id));
         }
-        let rows = self.write(&self.sql.delete, &[&id], "deleting").await?;
+        let rows = self
+            .write(&self.sql.delete, &[&id, &self.origin], "deleting")
+            .await?;
         let removed: Option<i64> = one_row(&rows, "deleting")?.get(0);
         match removed {
             Some(_) => Ok(()),
@@ -612,9 +793,10 @@ impl PgStore {
         let record =
             String::from_utf8(bytes).map_err(|e| Error::storage("encoding the record", e))?;
         let (id, record) = (&env.id, &record);
+        let origin = &self.origin;
         let Some(expected) = expected else {
             let rows = self
-                .write(&self.sql.upsert, &[id, record], "saving")
+                .write(&self.sql.upsert, &[id, record, origin], "saving")
                 .await?;
             return revision(one_row(&rows, "saving")?.get(0));
         };
@@ -623,7 +805,7 @@ impl PgStore {
             Expected::Revision(r) => Some(as_bigint(r)),
         };
         let rows = self
-            .write(&self.sql.save_if, &[id, record, &at], "saving")
+            .write(&self.sql.save_if, &[id, record, &at, origin], "saving")
             .await?;
         let row = one_row(&rows, "saving")?;
         let (new, found): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
@@ -709,7 +891,7 @@ impl Revisioned for PgStore {
         let rows = self
             .write(
                 &self.sql.delete_if,
-                &[&id, &as_bigint(expected)],
+                &[&id, &as_bigint(expected), &self.origin],
                 "deleting",
             )
             .await?;
@@ -723,5 +905,164 @@ impl Revisioned for PgStore {
             expected: expected_as,
             found: found.map(revision).transpose()?,
         })
+    }
+}
+
+/// Runs the history's prune statement for changes older than `window`.
+async fn prune_with(pool: &Pool, sql: &str, window: Duration) -> Result<usize> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let statement = prepared(&client, sql).await?;
+    let n: i64 = client
+        .query_one(&statement, &[&window.as_secs_f64()])
+        .await
+        .map_err(pg_error("pruning the history"))?
+        .get(0);
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// How long [`PgStore::changes`] waits, at most, for a write in flight to
+/// fill a gap right after the cursor before it fences (the waits double).
+const GAP_WAITS: [Duration; 3] = [
+    Duration::from_millis(1),
+    Duration::from_millis(2),
+    Duration::from_millis(4),
+];
+
+impl PgStore {
+    /// Runs a history read (`self.sql.changes` or `history`): whether
+    /// changes are recorded, the highest pruned revision, and the changes.
+    async fn history_rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(bool, u64, Vec<Change>)> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = prepared(&client, sql).await?;
+        let rows = client
+            .query(&statement, params)
+            .await
+            .map_err(pg_error("reading the history"))?;
+        let first = one_row(&rows, "reading the history")?;
+        let recording: bool = first.get(0);
+        let pruned = revision(first.get(1))?.get();
+        let changes = tokio::task::spawn_blocking(move || {
+            rows.iter()
+                .filter(|row| row.get::<_, Option<i64>>(2).is_some())
+                .map(change_of_row)
+                .collect::<Result<Vec<Change>>>()
+        })
+        .await
+        .map_err(|e| Error::storage("decoding the history", e))??;
+        Ok((recording, pruned, changes))
+    }
+
+    /// The changes above `after`, at most `limit`, as one read sees them
+    /// (checked for recording and pruning).
+    async fn changes_read(&self, after: Revision, limit: usize) -> Result<Vec<Change>> {
+        let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (recording, pruned, changes) = self
+            .history_rows(&self.sql.changes, &[&as_bigint(after), &limit_sql])
+            .await?;
+        if !recording {
+            return Err(Error::HistoryOff);
+        }
+        if after.get() < pruned {
+            return Err(Error::HistoryPruned {
+                after,
+                through: Revision::new(pruned),
+            });
+        }
+        Ok(changes)
+    }
+}
+
+/// A row of `revision, id, kind, at, origin, record` (from index 2).
+fn change_of_row(row: &tokio_postgres::Row) -> Result<Change> {
+    let revision = revision(row.get(2))?;
+    let id: &str = row.get(3);
+    let kind: &str = row.get(4);
+    let at: chrono::DateTime<chrono::Utc> = row.get(5);
+    let origin: &str = row.get(6);
+    let record: Option<&str> = row.get(7);
+    match (kind, record) {
+        ("saved", Some(record)) => Ok(Change::saved(revision, decode(id, record)?, at, origin)),
+        ("deleted", None) => Ok(Change::deleted(revision, id, at, origin)),
+        _ => Err(Error::Corrupt {
+            id: format!("(history, revision {})", revision.get()),
+            reason: format!(
+                "a change of kind {kind:?} with a record: {}",
+                record.is_some()
+            ),
+        }),
+    }
+}
+
+#[async_trait]
+impl Audited for PgStore {
+    /// # Cancel safety
+    ///
+    /// Cancel safe: one read statement; a dropped call changes nothing.
+    async fn history(&self, id: &str) -> Result<Vec<Change>> {
+        let (recording, _, changes) = self.history_rows(&self.sql.history, &[&id]).await?;
+        if !recording {
+            return Err(Error::HistoryOff);
+        }
+        Ok(changes)
+    }
+
+    /// Returns changes only while their revisions run on from `after`
+    /// without a gap: no write still in flight can hold a number below the
+    /// last one returned. At a gap right after `after`, it waits up to 7 ms
+    /// for the write in flight, then fences: waits for every writer in
+    /// flight (they hold the history's gate, shared) and takes the gaps
+    /// below the highest revision it had seen as final (migration 5 says
+    /// why that is sound).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it reads, and the fence holds nothing once its
+    /// statement ends; a dropped call changes nothing.
+    async fn changes(&self, after: Revision, limit: usize) -> Result<Vec<Change>> {
+        let mut waits = GAP_WAITS.iter();
+        loop {
+            let mut changes = self.changes_read(after, limit).await?;
+            let contiguous = changes
+                .iter()
+                .zip(after.get().saturating_add(1)..)
+                .take_while(|(c, n)| c.revision.get() == *n)
+                .count();
+            if contiguous == changes.len() {
+                return Ok(changes);
+            }
+            if contiguous > 0 {
+                changes.truncate(contiguous);
+                return Ok(changes);
+            }
+            if let Some(wait) = waits.next() {
+                tokio::time::sleep(*wait).await;
+                continue;
+            }
+            // The gap stays: wait for every writer in flight, then every
+            // number up to the highest seen is final.
+            let seen = changes.last().map_or(after, |c| c.revision);
+            {
+                let client = self.pool.get().await.map_err(pool_error)?;
+                let statement = prepared(&client, &self.sql.fence).await?;
+                client
+                    .execute(&statement, &[])
+                    .await
+                    .map_err(pg_error("waiting for the writers in flight"))?;
+            }
+            let mut changes = self.changes_read(after, limit).await?;
+            changes.retain(|c| c.revision <= seen);
+            return Ok(changes);
+        }
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: one statement, all of it or none.
+    async fn prune(&self, older_than: Duration) -> Result<usize> {
+        prune_with(&self.pool, &self.sql.prune, older_than).await
     }
 }

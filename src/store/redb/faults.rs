@@ -29,7 +29,7 @@ pub(super) fn save(id: &str) -> Op {
     let record = record::encode(&e).expect("encode");
     Op::Save {
         env: Box::new(e),
-        payload: super::pending::save_payload(&record),
+        payload: super::changes::save("test", id, &record),
         expected: None,
     }
 }

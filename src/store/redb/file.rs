@@ -21,6 +21,10 @@ use crate::record;
 pub(super) const RECORDS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("waggle_environments");
 pub(super) const META: TableDefinition<&str, &str> = TableDefinition::new("waggle_meta");
+/// The history (format 5): revision → a sealed [change](super::changes).
+pub(super) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("waggle_changes");
+/// Each id's changes: [`index_key`](super::changes::index_key) → nothing.
+pub(super) const HISTORY: TableDefinition<&[u8], ()> = TableDefinition::new("waggle_history");
 
 /// The value of the `format` metadata key in every waggle store.
 pub const FORMAT_NAME: &str = "waggle-store";
@@ -34,7 +38,11 @@ pub const FORMAT_NAME: &str = "waggle-store";
 /// records the highest issued. A version 3 build would write values without
 /// one (revision 0 again for an id that had a higher one), so it must
 /// refuse.
-pub const FORMAT_VERSION: u32 = 4;
+/// Version 5 added the history: tables `waggle_changes` and
+/// `waggle_history`, metadata `history` and `pruned_through`, and journal
+/// frames that carry each write's time and origin. A version 4 build would
+/// write without recording changes, a gap nobody would see.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Metadata key: the id in the journal's header, so a journal is never
 /// replayed into another store.
@@ -48,6 +56,12 @@ pub(super) const LAST_REVISION: &str = "last_revision";
 /// Metadata key: `open` while a writer may have journaled writes the file
 /// does not hold (the journal must be there), `closed` after a clean close.
 pub(super) const JOURNAL_STATE: &str = "journal_state";
+/// Metadata key: `on` while writers record the history, `off` (or missing,
+/// before format 5) while they do not.
+pub(super) const HISTORY_STATE: &str = "history";
+/// Metadata key: the highest revision whose change may be missing — pruned
+/// by retention, or written while history was off (0: none).
+pub(super) const PRUNED_THROUGH: &str = "pruned_through";
 
 pub(super) const HINT_DIR: &str = "point the store path at a file, for example DIR/waggle.db";
 pub(super) const HINT_LOCKED: &str = "another process or handle has it open for writing: stop it (a running Waggle server?), or use the read-only commands";
@@ -343,19 +357,54 @@ pub(super) fn journal_meta(txn: &ReadTransaction) -> Result<Option<Expect>> {
     }
 }
 
-/// The highest revision the file says was issued (0 before format 4).
-pub(super) fn last_revision(txn: &ReadTransaction) -> Result<u64> {
+/// The number the metadata holds under `key` (0 if missing).
+fn meta_number(txn: &ReadTransaction, key: &str) -> Result<u64> {
     let meta = txn.open_table(META).map_err(storage("opening metadata"))?;
-    match meta
-        .get(LAST_REVISION)
-        .map_err(storage("reading metadata"))?
-    {
+    match meta.get(key).map_err(storage("reading metadata"))? {
         None => Ok(0),
         Some(v) => v.value().parse::<u64>().map_err(|_| Error::Corrupt {
-            id: format!("(metadata {LAST_REVISION})"),
+            id: format!("(metadata {key})"),
             reason: format!("{:?} is not a number", v.value()),
         }),
     }
+}
+
+/// The highest revision the file says was issued (0 before format 4).
+pub(super) fn last_revision(txn: &ReadTransaction) -> Result<u64> {
+    meta_number(txn, LAST_REVISION)
+}
+
+/// What the file says of its history: whether writers record it, and the
+/// highest revision whose change may be missing.
+pub(super) fn history_meta(txn: &ReadTransaction) -> Result<(bool, u64)> {
+    let meta = txn.open_table(META).map_err(storage("opening metadata"))?;
+    let on = meta
+        .get(HISTORY_STATE)
+        .map_err(storage("reading metadata"))?
+        .is_some_and(|v| v.value() == "on");
+    Ok((on, meta_number(txn, PRUNED_THROUGH)?))
+}
+
+/// Records whether writers record the history from now on. Turning it on
+/// where it was off (or a file from before format 5) starts it after
+/// `last`: changes up to it are missing, and a follower is told so.
+pub(super) fn set_history(db: &Database, on: bool, last: u64) -> Result<()> {
+    let txn = db.begin_read().map_err(storage("beginning a read"))?;
+    let (was_on, pruned) = history_meta(&txn)?;
+    drop(txn);
+    if was_on == on {
+        return Ok(());
+    }
+    let pruned = if on { pruned.max(last) } else { pruned };
+    let pruned = pruned.to_string();
+    put_meta(
+        db,
+        "recording the history's state",
+        &[
+            (HISTORY_STATE, if on { "on" } else { "off" }),
+            (PRUNED_THROUGH, &pruned),
+        ],
+    )
 }
 
 /// Gives a version 1 store (which has no journal metadata) its journal id,

@@ -78,7 +78,8 @@ use super::io_log;
 /// Header length; the first frame starts here.
 pub(super) const HEADER_LEN: u64 = 32;
 const MAGIC: &[u8; 8] = b"WAGGLWAL";
-const VERSION: u32 = 2;
+/// Version 3 added frames of kind [`KIND_CHANGE`].
+const VERSION: u32 = 3;
 /// Bit of `kind` marking the first frame of a batch (version 2).
 const BATCH_START: u8 = 0x80;
 /// `len` + `crc` + `seq` + `kind`.
@@ -93,6 +94,8 @@ const GROWTH: u64 = 1 << 20;
 
 const KIND_SAVE: u8 = 1;
 const KIND_DELETE: u8 = 2;
+/// A write with its history: a [change](super::changes), save or delete.
+const KIND_CHANGE: u8 = 3;
 
 /// The two journal files of the store at `store`: its path plus `-wal0`
 /// and `-wal1`.
@@ -107,10 +110,13 @@ pub(super) fn paths_of(store: &Path) -> [PathBuf; 2] {
 /// One journaled write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Entry {
-    /// The encoded record of a save.
+    /// The encoded record of a save (before format 5).
     Save(Vec<u8>),
-    /// The id of a delete.
+    /// The id of a delete (before format 5).
     Delete(String),
+    /// A save or a delete with its revision, time and origin: the
+    /// [change](super::changes) the history keeps.
+    Change(super::changes::Bytes),
 }
 
 /// What a journal file holds for a given `journal_next`.
@@ -242,6 +248,7 @@ fn encode_frame(out: &mut Vec<u8>, seq: u64, entry: &Entry, starts_batch: bool) 
     let (kind, payload) = match entry {
         Entry::Save(bytes) => (KIND_SAVE, bytes.as_slice()),
         Entry::Delete(id) => (KIND_DELETE, id.as_bytes()),
+        Entry::Change(bytes) => (KIND_CHANGE, &bytes[..]),
     };
     let kind = if starts_batch {
         kind | BATCH_START
@@ -277,7 +284,7 @@ fn frame_at(bytes: &[u8]) -> Option<Frame<'_>> {
     }
     let marked = head[16];
     let kind = marked & !BATCH_START;
-    if kind != KIND_SAVE && kind != KIND_DELETE {
+    if !matches!(kind, KIND_SAVE | KIND_DELETE | KIND_CHANGE) {
         return None;
     }
     let payload = bytes.get(FRAME_HEAD..FRAME_HEAD + len - 1)?;
@@ -302,6 +309,7 @@ fn decode_frame(bytes: &[u8]) -> Option<(u64, Entry, usize)> {
     let frame = frame_at(bytes)?;
     let entry = match frame.kind {
         KIND_SAVE => Entry::Save(frame.payload.to_vec()),
+        KIND_CHANGE => Entry::Change(frame.payload.into()),
         _ => Entry::Delete(String::from_utf8(frame.payload.to_vec()).ok()?),
     };
     Some((frame.seq, entry, frame.used))

@@ -23,12 +23,18 @@ pub struct CheckReport {
     pub records_ok: usize,
     /// Records that do not, with the reason.
     pub corrupt: Vec<(String, String)>,
+    /// Stored ids whose latest change in the history is not their stored
+    /// value at its revision, with what is wrong (when the history is
+    /// recorded; ids last written before it started are not judged).
+    pub history: Vec<(String, String)>,
+    /// Stored ids whose latest change was checked.
+    pub history_ok: usize,
 }
 
 impl CheckReport {
     /// Whether nothing is wrong.
     pub fn is_ok(&self) -> bool {
-        self.integrity != Some(false) && self.corrupt.is_empty()
+        self.integrity != Some(false) && self.corrupt.is_empty() && self.history.is_empty()
     }
 }
 
@@ -44,7 +50,7 @@ impl RedbStore {
     pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
         let path = path.as_ref();
         let mut report = CheckReport::default();
-        let handle = match Self::open(path).and_then(Self::into_database) {
+        let handle = match Self::open_for_maintenance(path).and_then(Self::into_database) {
             Ok(mut db) => {
                 // The open verified every page; this checks the file as
                 // the writer left it after recovery.
@@ -82,10 +88,20 @@ impl RedbStore {
         }
         let txn = handle.begin_read().map_err(storage("beginning a read"))?;
         let table = open_records(&txn)?;
+        let judged = super::history::latest_changes(&txn)?;
         for entry in table.iter().map_err(storage("reading"))? {
             let (id, bytes) = entry.map_err(storage("reading"))?;
             match decode(id.value(), bytes.value()) {
-                Ok(_) => report.records_ok += 1,
+                Ok(stored) => {
+                    report.records_ok += 1;
+                    if let Some(latest) = &judged {
+                        match latest.judge(id.value(), &stored) {
+                            Ok(true) => report.history_ok += 1,
+                            Ok(false) => {}
+                            Err(why) => report.history.push((id.value().to_owned(), why)),
+                        }
+                    }
+                }
                 Err(e) => report.corrupt.push((id.value().to_owned(), e.to_string())),
             }
         }
@@ -103,7 +119,7 @@ impl RedbStore {
                 .map(|m| m.len())
                 .map_err(|e| io_error(path, "cannot read its size", e))
         };
-        let mut db = Self::open(path)?.into_database()?;
+        let mut db = Self::open_for_maintenance(path)?.into_database()?;
         let before = size()?;
         while db.compact().map_err(storage("compacting"))? {}
         db.close().map_err(|e| database_error(path, e))?;

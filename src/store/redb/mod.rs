@@ -54,11 +54,13 @@
 //! current-thread); its reads use `spawn_blocking`.
 
 mod cache;
+mod changes;
 mod checksum;
 mod dry_run;
 #[cfg(test)]
 mod faults;
 mod file;
+mod history;
 mod io_log;
 mod journal;
 mod maintenance;
@@ -84,9 +86,9 @@ use tokio::sync::oneshot;
 
 use self::file::{
     HINT_CORRUPT, HINT_DIR, HINT_FOREIGN, HINT_IO, HINT_NEWER, Layout, RECORDS, create_dirs,
-    damaged, database_error, ensure_journal_meta, initialise, inspect_opening, io_error,
-    journal_meta, last_revision, open_error, resolve, set_journal_state, snapshot, storage,
-    sync_parent,
+    damaged, database_error, ensure_journal_meta, history_meta, initialise, inspect_opening,
+    io_error, journal_meta, last_revision, open_error, resolve, set_history, set_journal_state,
+    snapshot, storage, sync_parent,
 };
 use self::io_log::StoreFile;
 use self::journal::{Followed, Follower, Journal, JournalError};
@@ -96,6 +98,7 @@ use self::writer::{
 };
 use crate::domain::Environment;
 use crate::error::{Error, Result};
+use crate::history::{Audited, Change, HistoryOptions, validate_origin};
 use crate::record;
 use crate::repository::Repository;
 use crate::revisions::{Expected, Revision, Revisioned, Versioned};
@@ -134,8 +137,11 @@ pub mod fuzzing {
     }
 }
 
-/// How to open a [`RedbStore`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How to open a [`RedbStore`]: `RedbOptions::default()` and the setters,
+/// e.g. `RedbOptions::default().cache_entries(0)`. New options come with a
+/// default, so code that builds options this way keeps compiling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RedbOptions {
     /// Let other processes open the file read-only while this one writes
     /// (redb's single-writer mode; each checkpoint then takes two fsyncs).
@@ -161,6 +167,9 @@ pub struct RedbOptions {
     /// BENCHMARKS.md). Default `true`; without it, a crash image is still
     /// verified by redb's repair.
     pub verify_on_open: bool,
+    /// The origin this handle's writes carry in the history, and how long
+    /// changes are kept. Default: `<host>:<pid>`, 90 days.
+    pub history: HistoryOptions,
 }
 
 impl Default for RedbOptions {
@@ -171,11 +180,48 @@ impl Default for RedbOptions {
             checkpoint_bytes: 32 << 20,
             checkpoint_ids: 8192,
             verify_on_open: true,
+            history: HistoryOptions::default(),
         }
     }
 }
 
 impl RedbOptions {
+    /// With [`live_readers`](Self::live_readers).
+    pub fn live_readers(mut self, on: bool) -> Self {
+        self.live_readers = on;
+        self
+    }
+
+    /// With [`cache_entries`](Self::cache_entries).
+    pub fn cache_entries(mut self, n: usize) -> Self {
+        self.cache_entries = n;
+        self
+    }
+
+    /// With [`checkpoint_bytes`](Self::checkpoint_bytes).
+    pub fn checkpoint_bytes(mut self, n: u64) -> Self {
+        self.checkpoint_bytes = n;
+        self
+    }
+
+    /// With [`checkpoint_ids`](Self::checkpoint_ids).
+    pub fn checkpoint_ids(mut self, n: usize) -> Self {
+        self.checkpoint_ids = n;
+        self
+    }
+
+    /// With [`verify_on_open`](Self::verify_on_open).
+    pub fn verify_on_open(mut self, on: bool) -> Self {
+        self.verify_on_open = on;
+        self
+    }
+
+    /// With [`history`](Self::history).
+    pub fn history(mut self, history: HistoryOptions) -> Self {
+        self.history = history;
+        self
+    }
+
     fn builder(&self) -> redb::Builder {
         let mut b = Database::builder();
         b.set_concurrency_mode(if self.live_readers {
@@ -243,6 +289,8 @@ pub struct RedbStore {
     shared: Option<Arc<Shared>>,
     /// What a read-only handle has read of the writer's journal.
     journal_view: Arc<Mutex<JournalView>>,
+    /// The origin of this handle's writes (empty on a read-only handle).
+    origin: String,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -274,13 +322,28 @@ impl RedbStore {
     pub fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self> {
         let path = path.as_ref();
         not_panicking(path, "reading it", || {
-            Self::open_inner(&resolve(path)?, options, 0)
+            Self::open_inner(&resolve(path)?, options, Some(()), 0)
+        })
+    }
+
+    /// Opens for writing as maintenance does (`check`, `compact`): whether
+    /// the history is recorded stays as the file says.
+    fn open_for_maintenance(path: &Path) -> Result<Self> {
+        not_panicking(path, "reading it", || {
+            Self::open_inner(&resolve(path)?, RedbOptions::default(), None, 0)
         })
     }
 
     /// Opens `path` (already resolved); `attempt` counts the retries after
     /// another process created the file first.
-    fn open_inner(path: &Path, options: RedbOptions, attempt: u32) -> Result<Self> {
+    /// `switch`: `Some` to record the history or not as `options` say,
+    /// `None` to keep what the file says.
+    fn open_inner(
+        path: &Path,
+        options: RedbOptions,
+        switch: Option<()>,
+        attempt: u32,
+    ) -> Result<Self> {
         if attempt > 8 {
             return Err(open_error(
                 path,
@@ -301,7 +364,7 @@ impl RedbStore {
             // hand): replaced whole by a new store.
             Some(m) if m.len() == 0 => match create_store(path, &options, Place::OverEmpty)? {
                 Some(db) => db,
-                None => return Self::open_inner(path, options, attempt + 1),
+                None => return Self::open_inner(path, options, switch, attempt + 1),
             },
             Some(_) => {
                 vet(path, &options)?;
@@ -320,19 +383,32 @@ impl RedbStore {
                 match create_store(path, &options, Place::New)? {
                     Some(db) => db,
                     // Another process created it meanwhile: open that one.
-                    None => return Self::open_inner(path, options, attempt + 1),
+                    None => return Self::open_inner(path, options, switch, attempt + 1),
                 }
             }
         };
         if let Layout::Empty = inspect_opening(path, &snapshot(path, db.begin_read())?)? {
             initialise(&db).map_err(|e| damaged(path, &e))?;
         }
+        validate_origin(&options.history.origin)?;
         let (journal, count, last_revision) = recover(path, &db)?;
+        let recording = match switch {
+            Some(()) => {
+                let on = options.history.retention.records();
+                set_history(&db, on, last_revision).map_err(|e| damaged(path, &e))?;
+                on
+            }
+            None => {
+                let txn = db.begin_read().map_err(|e| damaged(path, &e))?;
+                history_meta(&txn)?.0
+            }
+        };
         let durable_next = journal.next_seq();
         let db = Arc::new(Handle::Write(db));
         let shared = Arc::new(Shared::new(options.cache_entries, count));
         let checkpointer = Arc::new(Checkpointer::default());
         let (jobs, job_rx) = mpsc::channel();
+        let sweep = options.history.retention.window();
         let checkpoints = {
             let (db, shared, checkpointer) = (
                 Arc::clone(&db),
@@ -341,7 +417,7 @@ impl RedbStore {
             );
             std::thread::Builder::new()
                 .name("waggle-redb-checkpoint".into())
-                .spawn(move || checkpoint_loop(&db, &shared, &checkpointer, &job_rx))
+                .spawn(move || checkpoint_loop(&db, &shared, &checkpointer, &job_rx, sweep))
                 .map_err(storage("starting the checkpoint thread"))?
         };
         let lane = Lane::new(Writer {
@@ -353,6 +429,8 @@ impl RedbStore {
             in_flight: None,
             durable_next,
             last_revision,
+            origin: options.history.origin.clone(),
+            recording,
             broken: None,
             checkpoint_at: (options.checkpoint_bytes, options.checkpoint_ids),
             lookup: None,
@@ -370,6 +448,7 @@ impl RedbStore {
             lane: Some(lane),
             shared: Some(shared),
             journal_view: Arc::default(),
+            origin: options.history.origin,
         })
     }
 
@@ -420,6 +499,7 @@ impl RedbStore {
             // from the journal.
             shared: None,
             journal_view: Arc::default(),
+            origin: String::new(),
         })
     }
 
@@ -525,7 +605,7 @@ impl RedbStore {
                 f(&txn, overlay)
             }
             None => {
-                let (txn, overlay) = read_only_view(&db, &path, &view)?;
+                let (txn, overlay, _) = read_only_view(&db, &path, &view)?;
                 f(&txn, overlay)
             }
         })
@@ -721,14 +801,21 @@ fn recover(path: &Path, db: &Database) -> Result<(Journal, usize, u64)> {
     let (mut journal, entries) =
         Journal::open(path, expect).map_err(|(at, e)| journal_error(&at, e))?;
     let replayed = entries.len();
-    let (pending, replayed_last) =
+    let (pending, replayed_last, log) =
         pending::replay(entries).map_err(|e| unreadable_journal(path, &e))?;
-    let last = {
+    let (last, recorded) = {
         let txn = db.begin_read().map_err(|e| damaged(path, &e))?;
-        last_revision(&txn)?.max(replayed_last)
+        (
+            last_revision(&txn)?.max(replayed_last),
+            history_meta(&txn)?.0,
+        )
     };
     if replayed > 0 {
-        commit_pending(db, &pending, journal.next_seq(), last).map_err(|e| damaged(path, &e))?;
+        // The changes go into the history if the writer that journaled
+        // them recorded it.
+        let log = if recorded { log } else { Vec::new() };
+        commit_pending(db, &pending, &log, journal.next_seq(), last)
+            .map_err(|e| damaged(path, &e))?;
         tracing::info!(path = %path.display(), replayed, "replayed the journal");
         // Both files are now in the redb file: start over in the other one.
         journal.switch();
@@ -778,6 +865,8 @@ fn journal_error(path: &Path, e: JournalError) -> Error {
 struct JournalView {
     follower: Follower,
     pending: Arc<pending::Pending>,
+    /// The changes of the journal's writes read so far.
+    log: Arc<pending::Log>,
 }
 
 /// A redb snapshot and the journal's pending writes over it, for a
@@ -787,24 +876,34 @@ fn read_only_view(
     db: &Handle,
     store: &Path,
     view: &Mutex<JournalView>,
-) -> Result<(ReadTransaction, Overlay)> {
+) -> Result<(ReadTransaction, Overlay, Arc<pending::Log>)> {
     let mut view = view.lock().unwrap_or_else(PoisonError::into_inner);
     // A checkpoint between the snapshot and the journal read moves the
     // journal past the snapshot: take a newer one.
     for _ in 0..64 {
         let txn = db.begin_read().map_err(storage("beginning a read"))?;
         let Some(expect) = journal_meta(&txn)? else {
-            return Ok((txn, Overlay::default()));
+            return Ok((txn, Overlay::default(), Arc::default()));
         };
         match view.follower.follow(store, expect.id, expect.next) {
             Ok(Followed::More { reset, entries }) => {
-                let (more, _) = pending::replay(entries)?;
+                let (more, _, log) = pending::replay(entries)?;
                 if reset {
                     view.pending = Arc::new(more);
-                } else if !more.is_empty() {
-                    Arc::make_mut(&mut view.pending).extend(more);
+                    view.log = Arc::new(log);
+                } else {
+                    if !more.is_empty() {
+                        Arc::make_mut(&mut view.pending).extend(more);
+                    }
+                    if !log.is_empty() {
+                        Arc::make_mut(&mut view.log).extend(log);
+                    }
                 }
-                return Ok((txn, Overlay::shared(Arc::clone(&view.pending))));
+                return Ok((
+                    txn,
+                    Overlay::shared(Arc::clone(&view.pending)),
+                    Arc::clone(&view.log),
+                ));
             }
             Ok(Followed::Ahead) => continue,
             Err(e) => return Err(Error::storage("reading the journal", e)),
@@ -940,7 +1039,7 @@ impl RedbStore {
         let record = record::encode(env).map_err(|e| Error::storage("encoding the record", e))?;
         self.write(Op::Save {
             env: Box::new(env.clone()),
-            payload: pending::save_payload(&record),
+            payload: changes::save(&self.origin, &env.id, &record),
             expected,
         })
         .await
@@ -968,5 +1067,82 @@ impl RedbStore {
             .await?;
         shared.cache.fill(generation, &env);
         Ok(env)
+    }
+
+    /// Runs `f` on the blocking pool over a redb snapshot and the
+    /// journaled changes not in it that `keep` selects, oldest first.
+    async fn read_history<T, K, F>(&self, keep: K, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        K: Fn(&changes::Parsed<'_>) -> bool + Send + 'static,
+        F: FnOnce(&ReadTransaction, &[changes::Bytes]) -> Result<T> + Send + 'static,
+    {
+        let db = Arc::clone(self.db.as_ref().ok_or(Error::Closed)?);
+        let shared = self.shared.clone();
+        let path = self.path.clone();
+        let view = Arc::clone(&self.journal_view);
+        let keep = move |bytes: &[u8]| changes::parse(bytes).is_ok_and(|c| keep(&c));
+        tokio::task::spawn_blocking(move || match shared {
+            Some(shared) => {
+                // Under the state lock, as for any read: the snapshot and
+                // the journaled changes agree.
+                let (txn, logged) = {
+                    let state = shared.state();
+                    let txn = db.begin_read().map_err(storage("beginning a read"))?;
+                    (txn, state.logged(&keep))
+                };
+                f(&txn, &logged)
+            }
+            None => {
+                let (txn, _, log) = read_only_view(&db, &path, &view)?;
+                let logged: Vec<changes::Bytes> = log.iter().filter(|b| keep(b)).cloned().collect();
+                f(&txn, &logged)
+            }
+        })
+        .await
+        .map_err(storage("running a read"))?
+    }
+}
+
+#[async_trait]
+impl Audited for RedbStore {
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only.
+    async fn history(&self, id: &str) -> Result<Vec<Change>> {
+        let key = id.to_owned();
+        let wanted = id.to_owned();
+        self.read_history(
+            move |c| c.id == wanted,
+            move |txn, logged| history::history(txn, &key, logged),
+        )
+        .await
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only.
+    async fn changes(&self, after: Revision, limit: usize) -> Result<Vec<Change>> {
+        let after = after.get();
+        self.read_history(
+            move |c| c.revision > after,
+            move |txn, logged| history::changes_after(txn, after, limit, logged),
+        )
+        .await
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: one redb commit on the blocking pool, all or nothing;
+    /// dropped, it still finishes there.
+    async fn prune(&self, older_than: std::time::Duration) -> Result<usize> {
+        let db = Arc::clone(self.db.as_ref().ok_or(Error::Closed)?);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || match &*db {
+            Handle::Write(db) => history::prune(db, older_than),
+            Handle::Read(_) => Err(Error::ReadOnly { path }),
+        })
+        .await
+        .map_err(storage("pruning the history"))?
     }
 }

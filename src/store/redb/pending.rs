@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
+use super::changes::{self, Bytes};
 use super::file::storage;
 use super::journal::Entry;
 use super::{decode, open_records};
@@ -22,40 +23,12 @@ use crate::revisions::{Revision, Versioned};
 /// Id → the latest journaled value with its revision; `None` is a delete.
 pub(super) type Pending = BTreeMap<String, Option<Versioned>>;
 
-/// The first byte of a journal payload that carries a revision. Payloads
-/// written before revisions start with `{` (a save's record) or an id's
-/// first character, and no id starts with a control character.
+/// The first byte of a format 4 journal payload that carries a revision.
+/// Payloads written before revisions start with `{` (a save's record) or
+/// an id's first character, and no id starts with a control character.
 const REVISED: u8 = 0x02;
-/// Bytes in front of a save's record: the mark and the revision.
-pub(super) const SAVE_HEAD: usize = 1 + 8;
-
-/// A save's journal payload with room for its revision in front, the
-/// record after: [`set_revision`] fills it in when the writer assigns it.
-pub(super) fn save_payload(record: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(SAVE_HEAD + record.len());
-    out.push(REVISED);
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(record);
-    out
-}
-
-/// Writes `revision` into a payload from [`save_payload`].
-pub(super) fn set_revision(payload: &mut [u8], revision: Revision) {
-    if let Some(slot) = payload.get_mut(1..SAVE_HEAD) {
-        slot.copy_from_slice(&revision.get().to_le_bytes());
-    }
-}
-
-/// The record inside a payload from [`save_payload`].
-pub(super) fn record_of(payload: &[u8]) -> &[u8] {
-    payload.get(SAVE_HEAD..).unwrap_or_default()
-}
-
-/// A delete's journal payload: the revision it consumed, then the id
-/// (text, as the journal keeps a delete's payload).
-pub(super) fn delete_payload(revision: Revision, id: &str) -> String {
-    format!("\u{2}{}\u{2}{id}", revision.get())
-}
+/// Bytes in front of a format 4 save's record: the mark and the revision.
+const SAVE_HEAD: usize = 1 + 8;
 
 /// A save payload's revision and record; older payloads are at revision 0.
 fn parse_save(payload: &[u8]) -> Result<(u64, &[u8])> {
@@ -67,7 +40,10 @@ fn parse_save(payload: &[u8]) -> Result<(u64, &[u8])> {
         .ok_or_else(|| bad_payload("a save's revision is cut short"))?;
     let mut n = [0; 8];
     n.copy_from_slice(head);
-    Ok((u64::from_le_bytes(n), record_of(payload)))
+    Ok((
+        u64::from_le_bytes(n),
+        payload.get(SAVE_HEAD..).unwrap_or_default(),
+    ))
 }
 
 /// A delete payload's revision and id; older payloads are at revision 0.
@@ -91,6 +67,9 @@ fn bad_payload(reason: &str) -> Error {
     }
 }
 
+/// Changes journaled and not yet in the history tables, in revision order.
+pub(super) type Log = Vec<Bytes>;
+
 /// What readers in the writer's process see besides the redb file.
 #[derive(Debug, Default)]
 pub(super) struct State {
@@ -100,6 +79,12 @@ pub(super) struct State {
     /// Older writes, being checkpointed into the redb file; dropped once
     /// they are there.
     pub(super) frozen: Option<Arc<Pending>>,
+    /// The changes of `pending`'s writes (when the history is recorded).
+    /// Readers copy what they need under the lock and never hold it, so
+    /// appending to it never copies it.
+    pub(super) log: Arc<Log>,
+    /// The changes of `frozen`'s writes.
+    pub(super) frozen_log: Option<Arc<Log>>,
     /// How many environments are stored, pending writes included.
     pub(super) count: usize,
 }
@@ -110,6 +95,18 @@ impl State {
         self.pending
             .get(id)
             .or_else(|| self.frozen.as_ref().and_then(|f| f.get(id)))
+    }
+
+    /// The journaled changes not yet in the history tables that `keep`
+    /// selects, oldest first (copied: the state lock is held).
+    pub(super) fn logged(&self, keep: impl Fn(&[u8]) -> bool) -> Log {
+        self.frozen_log
+            .iter()
+            .flat_map(|l| l.iter())
+            .chain(self.log.iter())
+            .filter(|b| keep(b))
+            .cloned()
+            .collect()
     }
 
     /// The layers a read sees over the redb file, newest first.
@@ -163,11 +160,13 @@ impl Overlay {
     }
 }
 
-/// Decodes journal entries, applied in order; returns them with the
-/// highest revision among them (0 if none).
-pub(super) fn replay(entries: Vec<Entry>) -> Result<(Pending, u64)> {
+/// Decodes journal entries, applied in order; returns the writes, the
+/// highest revision among them (0 if none) and the changes of those that
+/// carry one (format 5 frames), in order.
+pub(super) fn replay(entries: Vec<Entry>) -> Result<(Pending, u64, Log)> {
     let mut pending = Pending::new();
     let mut last = 0;
+    let mut log = Log::new();
     for entry in entries {
         match entry {
             Entry::Save(bytes) => {
@@ -185,9 +184,25 @@ pub(super) fn replay(entries: Vec<Entry>) -> Result<(Pending, u64)> {
                 last = last.max(revision);
                 pending.insert(id.to_owned(), None);
             }
+            Entry::Change(bytes) => {
+                let change = changes::parse(&bytes).map_err(|e| Error::Corrupt {
+                    id: "(journal)".to_owned(),
+                    reason: e.to_string(),
+                })?;
+                last = last.max(change.revision);
+                let value = match change.kind {
+                    crate::history::ChangeKind::Saved => Some(Versioned {
+                        env: crate::store::decode_stored(change.id, change.record)?,
+                        revision: Revision::new(change.revision),
+                    }),
+                    _ => None,
+                };
+                pending.insert(change.id.to_owned(), value);
+                log.push(bytes);
+            }
         }
     }
-    Ok((pending, last))
+    Ok((pending, last, log))
 }
 
 /// `id` in the snapshot with `overlay` over it.

@@ -35,10 +35,11 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 use super::cache::Cache;
+use super::changes::{self, Bytes};
 use super::checksum;
-use super::file::{META, RECORDS, set_journal_state, storage};
+use super::file::{CHANGES, HISTORY, META, RECORDS, set_journal_state, storage};
 use super::journal::{AppendError, Entry, Journal};
-use super::pending::{Pending, State, delete_payload, set_revision};
+use super::pending::{Log, Pending, State};
 use crate::domain::Environment;
 use crate::error::{Error, Result};
 use crate::record;
@@ -52,8 +53,8 @@ pub(super) enum Op {
     /// `env` rides along so readers get it without decoding.
     Save {
         env: Box<Environment>,
-        /// The journal payload ([`pending::save_payload`]): the leader
-        /// writes the revision into it.
+        /// The journal payload, a [change](changes::save): the leader
+        /// stamps its revision and time into it.
         payload: Vec<u8>,
         /// Only if this is what is stored (a conditional save).
         expected: Option<Expected>,
@@ -107,14 +108,41 @@ impl Shared {
     }
 }
 
-/// Writes `pending` into the redb file in one durable commit that records
-/// `next` as the first journal sequence number the file does not hold, and
-/// `last` as the highest revision issued (if higher than the file's).
-pub(super) fn commit_pending(db: &Database, pending: &Pending, next: u64, last: u64) -> Result<()> {
+/// Writes `pending` and the changes in `log` into the redb file in one
+/// durable commit that records `next` as the first journal sequence number
+/// the file does not hold, and `last` as the highest revision issued (if
+/// higher than the file's).
+pub(super) fn commit_pending(
+    db: &Database,
+    pending: &Pending,
+    log: &Log,
+    next: u64,
+    last: u64,
+) -> Result<()> {
     let txn = db
         .begin_write()
         .map_err(storage("beginning a checkpoint"))?;
     {
+        if !log.is_empty() {
+            let mut changes_table = txn
+                .open_table(CHANGES)
+                .map_err(storage("opening the history"))?;
+            let mut index = txn
+                .open_table(HISTORY)
+                .map_err(storage("opening the history"))?;
+            for bytes in log {
+                let change = changes::parse(bytes)?;
+                changes_table
+                    .insert(change.revision, changes::seal(bytes).as_slice())
+                    .map_err(storage("checkpointing the history"))?;
+                index
+                    .insert(
+                        changes::index_key(change.id, change.revision).as_slice(),
+                        (),
+                    )
+                    .map_err(storage("checkpointing the history"))?;
+            }
+        }
         let mut table = txn
             .open_table(RECORDS)
             .map_err(storage("opening the table"))?;
@@ -162,6 +190,8 @@ pub(super) struct Job {
     /// nothing new), so outcomes are told apart by this.
     id: u64,
     pending: Arc<Pending>,
+    /// The changes of `pending`'s writes.
+    log: Arc<Log>,
     next: u64,
     /// The highest revision issued when the job was made: at least every
     /// one its writes (and the deletes among them) carry.
@@ -185,11 +215,13 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// A job for `pending`, ending at `next`, with revisions up to `last`.
-    fn job(&self, pending: Arc<Pending>, next: u64, last: u64) -> Job {
+    /// A job for `pending` and its `log`, ending at `next`, with revisions
+    /// up to `last`.
+    fn job(&self, pending: Arc<Pending>, log: Arc<Log>, next: u64, last: u64) -> Job {
         Job {
             id: self.jobs.fetch_add(1, Ordering::Relaxed),
             pending,
+            log,
             next,
             last,
         }
@@ -228,7 +260,7 @@ fn run_checkpoint(db: &Database, shared: &Shared, job: &Job, frozen: bool) -> Re
     cache.begin_commit(job.pending.keys().map(String::as_str));
     // redb can panic on a damaged file; contain it.
     let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        commit_pending(db, &job.pending, job.next, job.last)
+        commit_pending(db, &job.pending, &job.log, job.next, job.last)
     }))
     .unwrap_or_else(|_| {
         Err(Error::storage(
@@ -242,8 +274,10 @@ fn run_checkpoint(db: &Database, shared: &Shared, job: &Job, frozen: bool) -> Re
         let mut state = shared.state_mut();
         if frozen {
             state.frozen = None;
+            state.frozen_log = None;
         } else if Arc::ptr_eq(&state.pending, &job.pending) {
             state.pending = Arc::default();
+            state.log = Arc::default();
         }
     }
     shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -251,22 +285,51 @@ fn run_checkpoint(db: &Database, shared: &Shared, job: &Job, frozen: bool) -> Re
     Ok(())
 }
 
-/// The checkpointer thread: runs each frozen job it is sent.
+/// How often the checkpointer sweeps the history for changes retention
+/// lets go (also once when the store opens).
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// The checkpointer thread: runs each frozen job it is sent, and, when
+/// the history's retention is a window (`sweep`), prunes it when the store
+/// opens and then at most every [`SWEEP_EVERY`].
 pub(super) fn checkpoint_loop(
     db: &Handle,
     shared: &Shared,
     checkpointer: &Checkpointer,
     rx: &mpsc::Receiver<Job>,
+    sweep: Option<Duration>,
 ) {
     let Handle::Write(db) = db else {
         return;
     };
+    let mut swept: Option<Instant> = None;
+    let maybe_sweep = |swept: &mut Option<Instant>| {
+        let Some(window) = sweep else { return };
+        if swept.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+            return;
+        }
+        *swept = Some(Instant::now());
+        // redb can panic on a damaged file; contain it.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::history::prune(db, window)
+        })) {
+            Ok(Ok(n)) => tracing::debug!(removed = n, "pruned the history"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "pruning the history failed; trying again later")
+            }
+            Err(_) => tracing::warn!(
+                "pruning the history panicked (a damaged page?); run `waggle-store check`"
+            ),
+        }
+    };
+    maybe_sweep(&mut swept);
     while let Ok(job) = rx.recv() {
         let result = run_checkpoint(db, shared, &job, true).map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(error = %e, "checkpoint failed; the journal keeps every write, retrying");
         }
         checkpointer.finish(job.id, result);
+        maybe_sweep(&mut swept);
     }
 }
 
@@ -481,6 +544,10 @@ pub(super) struct Writer {
     pub(super) durable_next: u64,
     /// The highest revision issued: the next write gets the one after.
     pub(super) last_revision: u64,
+    /// The origin of this handle's writes, in their changes.
+    pub(super) origin: String,
+    /// Whether changes go into the history (else only into the journal).
+    pub(super) recording: bool,
     /// Set when a failed append could not be fenced off by a checkpoint:
     /// writes are refused until the store is reopened.
     pub(super) broken: Option<String>,
@@ -602,16 +669,18 @@ impl Writer {
         if !due || !self.settle(false) {
             return;
         }
-        let pending = {
+        let (pending, log) = {
             let mut state = self.shared.state_mut();
             let pending = std::mem::take(&mut state.pending);
+            let log = std::mem::take(&mut state.log);
             state.frozen = Some(Arc::clone(&pending));
-            pending
+            state.frozen_log = Some(Arc::clone(&log));
+            (pending, log)
         };
         self.journal.switch();
         let job = self
             .checkpointer
-            .job(pending, self.journal.next_seq(), self.last_revision);
+            .job(pending, log, self.journal.next_seq(), self.last_revision);
         if let Some((jobs, _)) = &self.jobs
             && jobs.send(job.clone()).is_ok()
         {
@@ -637,10 +706,13 @@ impl Writer {
             }
             self.durable_next = job.next;
         }
-        let pending = Arc::clone(&self.shared.state().pending);
+        let (pending, log) = {
+            let state = self.shared.state();
+            (Arc::clone(&state.pending), Arc::clone(&state.log))
+        };
         let job = self
             .checkpointer
-            .job(pending, self.journal.next_seq(), self.last_revision);
+            .job(pending, log, self.journal.next_seq(), self.last_revision);
         if !job.pending.is_empty() || job.next != self.durable_next {
             run_checkpoint(self.db()?, &self.shared, &job, false)?;
             self.durable_next = job.next;
@@ -782,6 +854,8 @@ impl Writer {
                 verdicts.push(verdict);
             }
         }
+        // One clock reading for the batch: its writes happen together.
+        let at = chrono::Utc::now();
         let mut decision = Decision {
             results: Vec::with_capacity(ops.len()),
             entries: Vec::with_capacity(ops.len()),
@@ -797,26 +871,24 @@ impl Writer {
                 }
                 Verdict::Writes(revision) => revision,
             };
-            match op {
-                Op::Save {
-                    env, mut payload, ..
-                } => {
-                    set_revision(&mut payload, revision);
-                    decision.entries.push(Entry::Save(payload));
-                    decision.effects.push(Effect::Save(Box::new(Versioned {
+            let (mut payload, effect, result) = match op {
+                Op::Save { env, payload, .. } => (
+                    payload,
+                    Effect::Save(Box::new(Versioned {
                         env: *env,
                         revision,
-                    })));
-                    decision.results.push(Ok(Some(revision)));
-                }
+                    })),
+                    Some(revision),
+                ),
                 Op::Delete { id, .. } => {
-                    decision
-                        .entries
-                        .push(Entry::Delete(delete_payload(revision, &id)));
-                    decision.effects.push(Effect::Delete(id));
-                    decision.results.push(Ok(None));
+                    (changes::delete(&self.origin, &id), Effect::Delete(id), None)
                 }
-            }
+            };
+            changes::stamp(&mut payload, revision, at);
+            let change: Bytes = payload.into();
+            decision.entries.push(Entry::Change(Arc::clone(&change)));
+            decision.effects.push((effect, change));
+            decision.results.push(Ok(result));
         }
         Ok(decision)
     }
@@ -849,16 +921,19 @@ impl Writer {
     }
 
     /// Shows a durable batch to readers, before its callers hear back.
-    fn publish(&self, effects: Vec<Effect>, delta: isize) {
+    fn publish(&self, effects: Vec<(Effect, Bytes)>, delta: isize) {
         let saves = effects
             .iter()
-            .filter(|e| matches!(e, Effect::Save(_)))
+            .filter(|(e, _)| matches!(e, Effect::Save(_)))
             .count() as u64;
         let deletes = effects.len() as u64 - saves;
         {
             let mut state = self.shared.state_mut();
+            if self.recording {
+                Arc::make_mut(&mut state.log).extend(effects.iter().map(|(_, c)| Arc::clone(c)));
+            }
             let pending = Arc::make_mut(&mut state.pending);
-            for effect in effects {
+            for (effect, _) in effects {
                 match effect {
                     // An id already pending keeps its key: no copy of it.
                     Effect::Save(v) => match pending.get_mut(v.env.id.as_str()) {
@@ -928,8 +1003,8 @@ struct Decision {
     results: Vec<Result<Option<Revision>>>,
     /// The journal frames to write (misses of `delete` write none).
     entries: Vec<Entry>,
-    /// What readers will see, in order.
-    effects: Vec<Effect>,
+    /// What readers will see, in order, each with its change.
+    effects: Vec<(Effect, Bytes)>,
     /// The change to the count.
     delta: isize,
     /// The highest revision issued once the batch is durable.
@@ -1075,10 +1150,10 @@ mod tests {
     #[test]
     fn a_job_ending_where_the_last_one_did_has_its_own_outcome() {
         let checkpointer = Checkpointer::default();
-        let first = checkpointer.job(Arc::default(), 5, 0);
+        let first = checkpointer.job(Arc::default(), Arc::default(), 5, 0);
         checkpointer.finish(first.id, Ok(()));
         // Nothing written since: the next job ends at the same number.
-        let second = checkpointer.job(Arc::default(), 5, 0);
+        let second = checkpointer.job(Arc::default(), Arc::default(), 5, 0);
         assert_eq!(checkpointer.outcome(first.id, false), Some(Ok(())));
         assert_eq!(checkpointer.outcome(second.id, false), None);
         checkpointer.finish(second.id, Err("disk".into()));
