@@ -8,5 +8,5 @@ use waggle_store::MemoryStore;
 waggle_store_conformance::repository_conformance!(
     memory,
     fresh: || async { (MemoryStore::new(), ()) },
-    revisions: true,
+    history: true,
 );

@@ -25,7 +25,7 @@ macro_rules! redb_conformance {
                 let store = open(dir, $options);
                 async move { store }
             },
-            revisions: true,
+            history: true,
         );
     };
 }

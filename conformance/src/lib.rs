@@ -31,6 +31,7 @@ pub mod churn;
 pub mod concurrency;
 pub mod generate;
 mod harness;
+pub mod history;
 mod linearizability;
 pub mod model;
 pub mod revision_order;
@@ -68,6 +69,9 @@ pub enum Capability {
     /// `revisions: true`: the store implements
     /// [`Revisioned`](waggle_store::Revisioned).
     Revisions,
+    /// `history: true`: the store implements
+    /// [`Audited`](waggle_store::Audited) (and so `Revisioned`).
+    History,
 }
 
 /// One check of the suite.
@@ -109,7 +113,7 @@ const fn shared_check(name: &'static str, guarantees: &'static str) -> Check {
     }
 }
 
-const fn revision_check(
+const fn check_needing(
     name: &'static str,
     needs: &'static [Capability],
     guarantees: &'static str,
@@ -234,47 +238,75 @@ pub const CHECKS: &[Check] = &[
         "shared_distinct_writers",
         "64 tasks saving distinct ids split over two handles on the same storage: nothing is lost, and each handle reads every record",
     ),
-    revision_check(
+    check_needing(
         "revision_conflicts",
         REVISIONS,
         "save_if and delete_if write only when the stored revision (or absence) is the one expected; otherwise Conflict carrying the id, what was expected and what is stored, and nothing written; an id save refuses is not stored: find_revision is NotFound, delete_if a Conflict finding nothing, save_if InvalidId",
     ),
-    revision_check(
+    check_needing(
         "revisions_increase",
         REVISIONS,
         "an id's revisions strictly increase across plain and conditional saves, deletes and re-creates, and across reopens (a delete before one included) where the backend offers reopen; with writers and readers at once (over two handles too where the backend offers share), no read sees an id's revision go down and a write's revision is above every one visible when it began",
     ),
-    revision_check(
+    check_needing(
         "revision_snapshots",
         REVISIONS,
         "find_all_revisions is one snapshot while writers insert, overwrite and delete: every value with the revision it was written at, and a state that existed (read on a second handle too where the backend offers share)",
     ),
-    revision_check(
+    check_needing(
         "revision_cancellation",
         REVISIONS,
         "save_if, delete_if, update and find_revision dropped after 0…8 polls leave value and revision as before or fully after, the store usable, and never land after a later write",
     ),
-    revision_check(
+    check_needing(
         "lost_updates",
         REVISIONS,
         "64 tasks incrementing one field of one id through update at once lose no increment, on one handle and split over two where the backend offers share",
     ),
-    revision_check(
+    check_needing(
         "model_revisions",
         REVISIONS,
         "random sequences of plain and conditional writes, reads and updates agree with a model tracking each id's value and revision",
     ),
-    revision_check(
+    check_needing(
         "model_revisions_with_reopen",
         &[Capability::Revisions, Capability::Reopen],
         "the same, with reopens: every kind of write, conditional ones and update included, is kept with its revision",
     ),
-    revision_check(
+    check_needing(
         "model_revisions_shared",
         &[Capability::Revisions, Capability::Share],
         "the same, each step on one of two handles on the same storage: a condition or a revision that one handle knows and the other does not is caught",
     ),
+    check_needing(
+        "history_complete",
+        HISTORY,
+        "every acknowledged write (plain and conditional saves, update, deletes, re-creates) is one change of its id, oldest first, with its revision and value, kept after the delete; refused writes, NotFound deletes and invalid ids leave none; changes returns the same store-wide in revision order after any cursor, up to any limit",
+    ),
+    check_needing(
+        "history_cancellation",
+        HISTORY,
+        "each write dropped after 0…8 polls leaves a change exactly when it landed: the latest change is what is stored, at its revision",
+    ),
+    check_needing(
+        "history_with_reopen",
+        &[Capability::History, Capability::Reopen],
+        "the history, origins and times included, is the same after a reopen and goes on from it",
+    ),
+    check_needing(
+        "changes_follower",
+        HISTORY,
+        "a follower calling changes with its last revision while 8 writers run (over two handles too where the backend offers share) never gets a revision at or below its cursor, and ends with every change exactly once, one per acknowledged write, none found later below its cursor; a write polled part way while another lands is checked deterministically",
+    ),
+    check_needing(
+        "history_retention",
+        HISTORY,
+        "prune keeps each stored id's latest change and nothing of deleted ids; a follower behind what was pruned gets HistoryPruned, never a silent gap; writes after are recorded",
+    ),
 ];
+
+/// What a history check needs: `history: true`.
+const HISTORY: &[Capability] = &[Capability::History];
 
 /// The names of [`CHECKS`], in order.
 pub fn check_names() -> Vec<&'static str> {
@@ -359,6 +391,25 @@ where
     }
 }
 
+/// Runs the history check called `name` (one that needs
+/// [`Capability::History`]) against stores from `harness`; panics with
+/// the check and case name on failure.
+pub fn run_history_check<S, G>(name: &str, harness: &Harness<S, G>)
+where
+    S: waggle_store::Audited + 'static,
+    G: Send + 'static,
+{
+    let rt = multi_thread();
+    match name {
+        "history_complete" => rt.block_on(history::history_complete(harness)),
+        "history_cancellation" => rt.block_on(history::history_cancellation(harness)),
+        "history_with_reopen" => rt.block_on(history::history_with_reopen(harness)),
+        "changes_follower" => rt.block_on(history::changes_follower(harness)),
+        "history_retention" => rt.block_on(history::history_retention(harness)),
+        other => panic!("no history check is called {other:?}"),
+    }
+}
+
 /// Generates one `#[test]` per conformance check, in a module called
 /// `$name`, against stores made by `fresh` (reopened by `reopen`, shared by
 /// `share`).
@@ -376,6 +427,9 @@ where
 ///   backend with one writer per storage (redb) does not offer it.
 /// * `revisions: true` — optional: the store implements
 ///   [`Revisioned`](waggle_store::Revisioned); the revision checks run.
+/// * `history: true` — optional: the store implements
+///   [`Audited`](waggle_store::Audited); the history checks run. It
+///   implies `revisions: true` (an `Audited` store is `Revisioned`).
 ///
 /// The optional arguments may come in any order, each at most once.
 /// Without one, the checks that need it are generated with
@@ -386,7 +440,7 @@ where
 #[macro_export]
 macro_rules! repository_conformance {
     ($name:ident, fresh: $fresh:expr $(, $($rest:tt)*)?) => {
-        $crate::__conformance_args!(@munch $name, ($fresh), (), (), (), $($($rest)*)?);
+        $crate::__conformance_args!(@munch $name, ($fresh), (), (), (), (), $($($rest)*)?);
     };
 }
 
@@ -397,17 +451,17 @@ macro_rules! repository_conformance {
 macro_rules! __conformance_args {
     // A closure `|guard: &G| body`, whose future may borrow the guard,
     // becomes an async closure. `$guard:tt` matches a name and `_` alike.
-    (@munch $name:ident, $fresh:tt, (), $share:tt, $rev:tt,
+    (@munch $name:ident, $fresh:tt, (), $share:tt, $rev:tt, $hist:tt,
         reopen: $(move)? |$guard:tt : $ty:ty| $body:expr $(, $($rest:tt)*)?) => {
         $crate::__conformance_args!(@munch $name, $fresh,
-            (async move |$guard: $ty| ($body).await), $share, $rev, $($($rest)*)?);
+            (async move |$guard: $ty| ($body).await), $share, $rev, $hist, $($($rest)*)?);
     };
-    (@munch $name:ident, $fresh:tt, $reopen:tt, (), $rev:tt,
+    (@munch $name:ident, $fresh:tt, $reopen:tt, (), $rev:tt, $hist:tt,
         share: $(move)? |$guard:tt : $ty:ty| $body:expr $(, $($rest:tt)*)?) => {
         $crate::__conformance_args!(@munch $name, $fresh, $reopen,
-            (async move |$guard: $ty| ($body).await), $rev, $($($rest)*)?);
+            (async move |$guard: $ty| ($body).await), $rev, $hist, $($($rest)*)?);
     };
-    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $rev:tt,
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $rev:tt, $hist:tt,
         $arg:ident: $(move)? |$guard:tt| $body:expr $(, $($rest:tt)*)?) => {
         ::core::compile_error!(concat!(
             "repository_conformance!: give the guard's type in `", stringify!($arg),
@@ -415,35 +469,40 @@ macro_rules! __conformance_args {
             ": &MyGuard| async move { … }`"
         ));
     };
-    (@munch $name:ident, $fresh:tt, (), $share:tt, $rev:tt,
+    (@munch $name:ident, $fresh:tt, (), $share:tt, $rev:tt, $hist:tt,
         reopen: $reopen:expr $(, $($rest:tt)*)?) => {
-        $crate::__conformance_args!(@munch $name, $fresh, ($reopen), $share, $rev, $($($rest)*)?);
+        $crate::__conformance_args!(@munch $name, $fresh, ($reopen), $share, $rev, $hist, $($($rest)*)?);
     };
-    (@munch $name:ident, $fresh:tt, $reopen:tt, (), $rev:tt,
+    (@munch $name:ident, $fresh:tt, $reopen:tt, (), $rev:tt, $hist:tt,
         share: $share:expr $(, $($rest:tt)*)?) => {
-        $crate::__conformance_args!(@munch $name, $fresh, $reopen, ($share), $rev, $($($rest)*)?);
+        $crate::__conformance_args!(@munch $name, $fresh, $reopen, ($share), $rev, $hist, $($($rest)*)?);
     };
-    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, (),
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, (), $hist:tt,
         revisions: true $(, $($rest:tt)*)?) => {
-        $crate::__conformance_args!(@munch $name, $fresh, $reopen, $share, (true), $($($rest)*)?);
+        $crate::__conformance_args!(@munch $name, $fresh, $reopen, $share, (true), $hist, $($($rest)*)?);
     };
-    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $rev:tt,) => {
-        $crate::__conformance_args!(@munch $name, $fresh, $reopen, $share, $rev);
+    // `history: true` implies `revisions: true`.
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $rev:tt, (),
+        history: true $(, $($rest:tt)*)?) => {
+        $crate::__conformance_args!(@munch $name, $fresh, $reopen, $share, (true), (true), $($($rest)*)?);
     };
-    (@munch $name:ident, ($fresh:expr), $reopen:tt, $share:tt, $rev:tt) => {
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $rev:tt, $hist:tt,) => {
+        $crate::__conformance_args!(@munch $name, $fresh, $reopen, $share, $rev, $hist);
+    };
+    (@munch $name:ident, ($fresh:expr), $reopen:tt, $share:tt, $rev:tt, $hist:tt) => {
         $crate::__conformance_module!(
             $name,
             ($crate::__conformance_args!(@with
                 $crate::__conformance_args!(@with $crate::Harness::new($fresh), with_reopen, $reopen),
                 with_share, $share)),
-            $reopen, $share, $rev
+            $reopen, $share, $rev, $hist
         );
     };
     (@with $harness:expr, $method:ident, ()) => { $harness };
     (@with $harness:expr, $method:ident, ($arg:expr)) => { $harness.$method($arg) };
-    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $rev:tt, $($other:tt)+) => {
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $rev:tt, $hist:tt, $($other:tt)+) => {
         ::core::compile_error!(concat!(
-            "repository_conformance!: after `fresh`, expected `reopen: …`, `share: …` or `revisions: true` (each optional, each at most once), found `",
+            "repository_conformance!: after `fresh`, expected `reopen: …`, `share: …`, `revisions: true` or `history: true` (each optional, each at most once), found `",
             stringify!($($other)+), "`"
         ));
     };
@@ -452,7 +511,7 @@ macro_rules! __conformance_args {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_module {
-    ($name:ident, $harness:tt, $reopen:tt, $share:tt, $rev:tt) => {
+    ($name:ident, $harness:tt, $reopen:tt, $share:tt, $rev:tt, $hist:tt) => {
         #[allow(unused_imports)]
         mod $name {
             use super::*;
@@ -487,6 +546,11 @@ macro_rules! __conformance_module {
             $crate::__conformance_test!(model_revisions, $harness, run_revision_check, [revisions $rev]);
             $crate::__conformance_test!(model_revisions_with_reopen, $harness, run_revision_check, [revisions $rev, reopen $reopen]);
             $crate::__conformance_test!(model_revisions_shared, $harness, run_revision_check, [revisions $rev, share $share]);
+            $crate::__conformance_test!(history_complete, $harness, run_history_check, [history $hist]);
+            $crate::__conformance_test!(history_cancellation, $harness, run_history_check, [history $hist]);
+            $crate::__conformance_test!(history_with_reopen, $harness, run_history_check, [history $hist, reopen $reopen]);
+            $crate::__conformance_test!(changes_follower, $harness, run_history_check, [history $hist]);
+            $crate::__conformance_test!(history_retention, $harness, run_history_check, [history $hist]);
 
             /// The macro generates a test for every check the crate knows.
             #[test]
@@ -522,6 +586,11 @@ macro_rules! __conformance_module {
                     "model_revisions",
                     "model_revisions_with_reopen",
                     "model_revisions_shared",
+                    "history_complete",
+                    "history_cancellation",
+                    "history_with_reopen",
+                    "changes_follower",
+                    "history_retention",
                 ];
                 assert_eq!(generated.to_vec(), $crate::check_names());
             }
@@ -540,6 +609,10 @@ macro_rules! __conformance_test {
         fn $check() {
             $crate::$run(stringify!($check), &$harness);
         }
+    };
+    ($check:ident, $harness:tt, $run:ident, [history () $(, $($rest:tt)*)?]) => {
+        $crate::__conformance_test!(@skipped $check,
+            "skipped: this backend gave repository_conformance! no `history: true` (it does not implement Audited)");
     };
     ($check:ident, $harness:tt, $run:ident, [revisions () $(, $($rest:tt)*)?]) => {
         $crate::__conformance_test!(@skipped $check,

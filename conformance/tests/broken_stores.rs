@@ -404,7 +404,9 @@ fn harness(defect: Defect) -> Harness<Broken, Arc<Durable>> {
 /// The checks these stores answer: all but the revision checks, which
 /// `broken_revisions.rs` tests with stores that implement `Revisioned`.
 fn repository_checks() -> impl Iterator<Item = &'static Check> {
-    CHECKS.iter().filter(|c| !c.needs(Capability::Revisions))
+    CHECKS
+        .iter()
+        .filter(|c| !c.needs(Capability::Revisions) && !c.needs(Capability::History))
 }
 
 /// Runs every check against the defect; returns the names that failed.

@@ -26,7 +26,7 @@ mod with_server {
             let name = schema.0.clone();
             async move { connect(&name).await }
         },
-        revisions: true,
+        history: true,
     );
 }
 

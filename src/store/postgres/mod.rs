@@ -1003,6 +1003,9 @@ impl Audited for PgStore {
     ///
     /// Cancel safe: one read statement; a dropped call changes nothing.
     async fn history(&self, id: &str) -> Result<Vec<Change>> {
+        // An id `save` refuses has no history; it may hold bytes the
+        // server refuses in text (NUL), so the empty id asks instead.
+        let id = if validate_id(id).is_ok() { id } else { "" };
         let (recording, _, changes) = self.history_rows(&self.sql.history, &[&id]).await?;
         if !recording {
             return Err(Error::HistoryOff);

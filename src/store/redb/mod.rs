@@ -1138,9 +1138,15 @@ impl Audited for RedbStore {
     async fn prune(&self, older_than: std::time::Duration) -> Result<usize> {
         let db = Arc::clone(self.db.as_ref().ok_or(Error::Closed)?);
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || match &*db {
-            Handle::Write(db) => history::prune(db, older_than),
-            Handle::Read(_) => Err(Error::ReadOnly { path }),
+        let lane = self.lane.clone();
+        tokio::task::spawn_blocking(move || match (&*db, lane) {
+            (Handle::Write(db), Some(lane)) => {
+                // The journaled changes first go into the history tables,
+                // where pruning sees them.
+                lane.checkpoint_now();
+                history::prune(db, older_than)
+            }
+            _ => Err(Error::ReadOnly { path }),
         })
         .await
         .map_err(storage("pruning the history"))?

@@ -492,11 +492,14 @@ impl Lane {
         }
     }
 
-    /// Checkpoints now (which switches journal files) and waits for it.
-    #[cfg(test)]
+    /// Checkpoints now (which switches journal files) and waits for it:
+    /// afterwards the redb file holds every write acknowledged before.
+    /// Blocking.
     pub(super) fn checkpoint_now(&self) {
         let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(writer) = &mut core.writer {
+            // The checkpoint in flight first: only then may another start.
+            writer.settle(true);
             let at = std::mem::take(&mut writer.checkpoint_at);
             writer.maybe_checkpoint();
             writer.checkpoint_at = at;
