@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use waggle_store::store::redb::RedbOptions;
 use waggle_store::{
-    Environment, Error, Expected, RedbStore, Repository, Revision, Revisioned, RevisionedExt,
-    Runtime, Status,
+    Audited, ChangeKind, Environment, Error, Expected, RedbStore, Repository, Revision, Revisioned,
+    RevisionedExt, Runtime, Status,
 };
 
 const CHILD: &str = "WAGGLE_TEST_CHILD";
@@ -244,6 +244,7 @@ fn kill_9_loop(mode: &str, through_link: bool) {
     // Every revision acknowledged, in order, across kills and reopens:
     // each must be higher than all before it (none issued twice).
     let (mut last_rev, mut revs) = (0_u64, 0_usize);
+    let hot_revs = std::cell::RefCell::new(Vec::new());
     let mut check_rev = |n: u64, when: &str| {
         assert!(
             n > last_rev,
@@ -251,7 +252,9 @@ fn kill_9_loop(mode: &str, through_link: bool) {
         );
         last_rev = n;
         revs += 1;
+        hot_revs.borrow_mut().push(n);
     };
+    let mut history_checked = 0_usize;
     let rt = rt();
     let (mut journals, mut checkpoints) = (0, 0_u64);
     for k in 0..kills {
@@ -315,13 +318,65 @@ fn kill_9_loop(mode: &str, through_link: bool) {
                 "after kill {k}: acknowledged deletes undone: {resurrected:?}"
             );
             assert_eq!(store.count().await.ok(), Some(all.len()));
+            // The history: every acknowledged write exactly once (counted
+            // at the last reopen, which checks them all).
+            history_checked = 0;
+            for id in &acked {
+                let life = store
+                    .history(id)
+                    .await
+                    .unwrap_or_else(|e| panic!("history after kill {k}: {e}"));
+                let kinds: Vec<ChangeKind> = life.iter().map(|c| c.kind).collect();
+                let want: &[ChangeKind] = if deleted.contains(id) {
+                    &[ChangeKind::Saved, ChangeKind::Deleted]
+                } else if deleting.contains(id) && !ids.contains(id.as_str()) {
+                    &[ChangeKind::Saved, ChangeKind::Deleted]
+                } else {
+                    &[ChangeKind::Saved]
+                };
+                assert_eq!(
+                    kinds, want,
+                    "after kill {k}: the history of {id} is not its acknowledged writes"
+                );
+                history_checked += want.len();
+            }
+            let hot: Vec<u64> = store
+                .history(HOT)
+                .await
+                .unwrap_or_else(|e| panic!("history after kill {k}: {e}"))
+                .iter()
+                .map(|c| c.revision.get())
+                .collect();
+            assert!(
+                hot.windows(2).all(|w| w[0] < w[1]),
+                "after kill {k}: {HOT}'s history is not in revision order, once each"
+            );
+            let missing: Vec<u64> = hot_revs
+                .borrow()
+                .iter()
+                .filter(|r| !hot.contains(r))
+                .copied()
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "after kill {k}: acknowledged writes of {HOT} missing from its history: {missing:?}"
+            );
             check_rev(
                 write_hot(&store).await.get(),
                 &format!("reopen after kill {k}"),
             );
             store.close().unwrap_or_else(|e| panic!("{e}"));
         });
+        // Every stored id's latest change is its stored value: no change
+        // is there whose write is not.
+        let report =
+            RedbStore::check(&path).unwrap_or_else(|e| panic!("check after kill {k}: {e}"));
+        assert!(
+            report.history.is_empty() && report.corrupt.is_empty(),
+            "after kill {k}: {report:?}"
+        );
     }
+    history_checked += hot_revs.borrow().len();
     let lost_deletes = deleted.len();
     assert!(
         acked.len() > kills,
@@ -329,7 +384,7 @@ fn kill_9_loop(mode: &str, through_link: bool) {
         acked.len()
     );
     println!(
-        "kill -9 ({mode}{}): kills survived: {kills}, journals replayed: {journals}, checkpoints: {checkpoints}, acknowledged saves: {}, acknowledged deletes: {lost_deletes}, records lost: 0, revisions acknowledged: {revs}, reissued: 0",
+        "kill -9 ({mode}{}): kills survived: {kills}, journals replayed: {journals}, checkpoints: {checkpoints}, acknowledged saves: {}, acknowledged deletes: {lost_deletes}, records lost: 0, revisions acknowledged: {revs}, reissued: 0, history: {history_checked} acknowledged changes found once each, missing 0, without their write 0",
         if through_link {
             ", through a symlink and its target in turn"
         } else {

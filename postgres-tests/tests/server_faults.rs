@@ -15,7 +15,7 @@ mod with_server {
     use std::time::{Duration, Instant};
 
     use waggle_store::store::postgres::{PgOptions, PgStore};
-    use waggle_store::{Environment, Repository, Runtime};
+    use waggle_store::{Audited, Environment, Repository, Runtime};
     use waggle_store_postgres_tests::{server_url, unique_schema};
 
     /// `pg_ctl` on the test server's data directory, as its owner.
@@ -128,13 +128,45 @@ mod with_server {
             .map(|e| e.id)
             .collect();
         let lost: Vec<&String> = acked.difference(&stored).collect();
+        // The history, followed from the start: one change per stored
+        // record (each acknowledged save among them), none for a write
+        // that did not land, each once.
+        let mut changes = Vec::new();
+        let mut cursor = waggle_store::Revision::new(0);
+        loop {
+            let page = store
+                .changes(cursor, 500)
+                .await
+                .unwrap_or_else(|e| panic!("changes after the restart: {e}"));
+            let Some(last) = page.last() else { break };
+            cursor = last.revision;
+            changes.extend(page);
+        }
+        let changed: BTreeSet<String> = changes.iter().map(|c| c.id.clone()).collect();
+        let missing: Vec<&String> = acked.difference(&changed).collect();
+        let unlanded: Vec<&String> = changed.difference(&stored).collect();
+        let report = store.check().await.unwrap_or_else(|e| panic!("check: {e}"));
         println!(
-            "server crash: {} saves acknowledged ({before} before the stop, {after} after the restart), {} refused with a typed error (first: {}), hangs: {hangs}, acknowledged writes lost: {}",
+            "server crash: {} saves acknowledged ({before} before the stop, {after} after the restart), {} refused with a typed error (first: {}), hangs: {hangs}, acknowledged writes lost: {}; history: {} changes, acknowledged missing {}, without their write {}, repeated {}",
             acked.len(),
             failures.len(),
             failures.first().map_or("none", String::as_str),
-            lost.len()
+            lost.len(),
+            changes.len(),
+            missing.len(),
+            unlanded.len(),
+            changes.len() - changed.len()
         );
+        assert!(
+            missing.is_empty(),
+            "acknowledged writes missing from the history: {missing:?}"
+        );
+        assert!(
+            unlanded.is_empty(),
+            "changes of writes that did not land: {unlanded:?}"
+        );
+        assert_eq!(changes.len(), changed.len(), "a change was returned twice");
+        assert!(report.is_ok(), "check after the restart: {report:?}");
         assert!(before > 0, "nothing was written before the stop");
         assert!(
             !failures.is_empty(),

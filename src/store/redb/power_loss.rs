@@ -389,6 +389,7 @@ mod tests {
     use super::*;
     use crate::domain::{Environment, Runtime};
     use crate::error::Error;
+    use crate::history::Audited;
     use crate::repository::Repository;
 
     const TASKS: usize = 4;
@@ -418,11 +419,9 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let options = RedbOptions {
-            checkpoint_ids: 6,
-            checkpoint_bytes: 8 << 10,
-            ..RedbOptions::default()
-        };
+        let options = RedbOptions::default()
+            .checkpoint_ids(6)
+            .checkpoint_bytes(8 << 10);
         let store = Arc::new(RedbStore::open_with(dir.join("waggle.db"), options).expect("open"));
         watch.push(Op::Opened);
         let watch = Arc::new(watch);
@@ -509,6 +508,55 @@ mod tests {
         allowed
     }
 
+    /// For each id of `tasks`, the histories a crash at `point` may leave:
+    /// every acknowledged write of it in order (a save's name, or `None`
+    /// for a delete), and the same with the write then in flight if it
+    /// was of this id.
+    fn allowed_histories(
+        ops: &[Op],
+        point: usize,
+        tasks: std::ops::Range<usize>,
+    ) -> BTreeMap<String, Vec<Vec<Option<String>>>> {
+        let mut acked: HashMap<usize, usize> = HashMap::new();
+        let mut issued: HashMap<usize, usize> = HashMap::new();
+        for op in &ops[..point] {
+            match op {
+                Op::Issued { task, step } => {
+                    issued.insert(*task, step + 1);
+                }
+                Op::Acked { task, step } => {
+                    acked.insert(*task, step + 1);
+                }
+                _ => {}
+            }
+        }
+        let mut allowed = BTreeMap::new();
+        for task in tasks {
+            let acked = acked.get(&task).copied().unwrap_or(0);
+            let issued = issued.get(&task).copied().unwrap_or(0);
+            let mut lives: BTreeMap<String, Vec<Option<String>>> = (0..IDS)
+                .map(|i| (format!("t{task}-{i}"), Vec::new()))
+                .collect();
+            for n in 0..acked {
+                let (id, name) = step(task, n);
+                lives.entry(id).or_default().push(name);
+            }
+            for (id, life) in lives {
+                let mut ways = vec![life.clone()];
+                if issued > acked {
+                    let (in_flight, name) = step(task, acked);
+                    if in_flight == id {
+                        let mut longer = life;
+                        longer.push(name);
+                        ways.push(longer);
+                    }
+                }
+                allowed.insert(id, ways);
+            }
+        }
+        allowed
+    }
+
     /// What a run of crash images saw.
     #[derive(Default)]
     struct Tally {
@@ -516,6 +564,7 @@ mod tests {
         opened: usize,
         before_creation: usize,
         checked: usize,
+        histories: usize,
         lost: Vec<String>,
     }
 
@@ -528,6 +577,7 @@ mod tests {
         count: usize,
         scratch: &Path,
         expect: &dyn Fn(usize) -> BTreeMap<String, Vec<Option<String>>>,
+        histories: &dyn Fn(usize) -> BTreeMap<String, Vec<Vec<Option<String>>>>,
         tally: &mut Tally,
     ) {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -577,6 +627,24 @@ mod tests {
                     ));
                 }
             }
+            // The history: each id's acknowledged writes, in order, and
+            // the one in flight only if it landed.
+            for (id, ways) in histories(point) {
+                tally.histories += 1;
+                let life: Vec<Option<String>> = rt
+                    .block_on(store.history(&id))
+                    .unwrap_or_else(|e| panic!("image {n}: history: {e}"))
+                    .into_iter()
+                    .map(|c| c.env.map(|e| e.name))
+                    .collect();
+                let landed = life.last().cloned().flatten();
+                if !ways.contains(&life) || found.get(&id) != landed.as_ref() {
+                    tally.lost.push(format!(
+                        "image {n} (op {point}): {id}'s history is {life:?}, acknowledged {ways:?}, stored {:?}",
+                        found.get(&id)
+                    ));
+                }
+            }
             drop(store);
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -609,6 +677,7 @@ mod tests {
             images / 2,
             scratch.path(),
             &|point| allowed(&ops, point, 0..TASKS),
+            &|point| allowed_histories(&ops, point, 0..TASKS),
             &mut tally,
         );
 
@@ -644,6 +713,8 @@ mod tests {
                 expect.extend(allowed(&again, point, 10..10 + TASKS));
                 expect
             },
+            // The second run's ids (the first run's were checked above).
+            &|point| allowed_histories(&again, point, 10..10 + TASKS),
             &mut tally,
         );
         let syncs = ops
@@ -652,13 +723,14 @@ mod tests {
             .filter(|o| matches!(o, Op::Synced { .. } | Op::DirSynced))
             .count();
         println!(
-            "power loss: {} crash images from two recorded runs ({} and {} operations, {syncs} syncs; 4 writers each, checkpoints every 6 ids; the second recovers a crash image of the first): {} opened, {} before the store was acknowledged as created, {} ids checked, acknowledged writes lost: {}",
+            "power loss: {} crash images from two recorded runs ({} and {} operations, {syncs} syncs; 4 writers each, checkpoints every 6 ids; the second recovers a crash image of the first): {} opened, {} before the store was acknowledged as created, {} ids checked, {} histories checked, acknowledged writes lost: {}",
             tally.images,
             ops.len(),
             again.len(),
             tally.opened,
             tally.before_creation,
             tally.checked,
+            tally.histories,
             tally.lost.len()
         );
         assert!(
