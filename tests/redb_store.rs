@@ -327,9 +327,10 @@ fn kill_9_loop(mode: &str, through_link: bool) {
                     .await
                     .unwrap_or_else(|e| panic!("history after kill {k}: {e}"));
                 let kinds: Vec<ChangeKind> = life.iter().map(|c| c.kind).collect();
-                let want: &[ChangeKind] = if deleted.contains(id) {
-                    &[ChangeKind::Saved, ChangeKind::Deleted]
-                } else if deleting.contains(id) && !ids.contains(id.as_str()) {
+                // Deleted: acknowledged, or in flight at the kill and landed.
+                let gone =
+                    deleted.contains(id) || (deleting.contains(id) && !ids.contains(id.as_str()));
+                let want: &[ChangeKind] = if gone {
                     &[ChangeKind::Saved, ChangeKind::Deleted]
                 } else {
                     &[ChangeKind::Saved]
