@@ -1695,3 +1695,125 @@ fn disk_full_loses_no_acknowledged_save() {
         );
     });
 }
+
+/// History switched off and on again: off, nothing is recorded and the
+/// history is `HistoryOff`; on again, it starts after the last revision, a
+/// follower from before is told (`HistoryPruned`), new writes are kept.
+/// A background sweep prunes what the retention lets go on open. And
+/// `check` finds a stored id whose latest change is missing.
+#[test]
+fn history_off_on_swept_and_checked() {
+    use waggle_store::{HistoryOptions, Retention};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    let with = |retention: Retention| {
+        RedbOptions::default().history(HistoryOptions::default().retention(retention))
+    };
+    let rt = rt();
+    let last_off = rt.block_on(async {
+        let store =
+            RedbStore::open_with(&path, with(Retention::Off)).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .save(&env("quiet"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            store.history("quiet").await,
+            Err(Error::HistoryOff)
+        ));
+        assert!(matches!(
+            store.changes(Revision::new(0), 10).await,
+            Err(Error::HistoryOff)
+        ));
+        let r = store
+            .find_revision("quiet")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .revision;
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+        r
+    });
+    assert_eq!(meta(&path, "history").as_deref(), Some("off"));
+    rt.block_on(async {
+        let store =
+            RedbStore::open_with(&path, with(Retention::All)).unwrap_or_else(|e| panic!("{e}"));
+        match store.changes(Revision::new(0), 10).await {
+            Err(Error::HistoryPruned { through, .. }) => assert_eq!(through, last_off),
+            other => panic!("a follower from before the history started: {other:?}"),
+        }
+        assert!(
+            store
+                .history("quiet")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_empty()
+        );
+        store
+            .save(&env("loud"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.delete("loud").await.unwrap_or_else(|e| panic!("{e}"));
+        let after = store
+            .changes(last_off, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(after.len(), 2, "{after:?}");
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+    });
+    // Opened with a window the changes are already past: the checkpointer
+    // sweeps them when the store opens.
+    std::thread::sleep(Duration::from_millis(1100));
+    rt.block_on(async {
+        let store = RedbStore::open_with(&path, with(Retention::For(Duration::from_secs(1))))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !store
+            .history("loud")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the background sweep did not prune"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        store
+            .save(&env("kept"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+    });
+    let report = RedbStore::check(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.is_ok() && report.history_ok == 1, "{report:?}");
+    // Damage: the latest change of "kept" removed behind the store's back.
+    {
+        use redb::ReadableTable;
+        let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let changes: redb::TableDefinition<u64, &[u8]> =
+                redb::TableDefinition::new("waggle_changes");
+            let mut t = txn.open_table(changes).unwrap_or_else(|e| panic!("{e}"));
+            let last = t
+                .last()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .map(|(k, _)| k.value())
+                .unwrap_or_else(|| panic!("no change"));
+            t.remove(last).unwrap_or_else(|e| panic!("{e}"));
+        }
+        txn.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let report = RedbStore::check(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!report.is_ok(), "{report:?}");
+    assert_eq!(
+        report
+            .history
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["kept"],
+        "{report:?}"
+    );
+}

@@ -441,3 +441,120 @@ fn every_command_has_help_with_an_example() {
         assert!(stdout(&out).contains("Example: waggle-store"), "{cmd}");
     }
 }
+
+/// `history` and `changes` on a live store, read-only beside the writer
+/// that holds it open (its latest writes still only in the journal): the
+/// life of one environment as a table and as JSON, the store-wide changes
+/// as JSON Lines resumable with --since, and an import named as such.
+#[test]
+fn history_and_changes_beside_a_live_writer() {
+    use waggle_store::store::redb::RedbOptions;
+    use waggle_store::{HistoryOptions, RevisionedExt};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("w.db");
+    let rt = rt();
+    let options = RedbOptions::default().history(HistoryOptions::default().origin("server-a"));
+    let store = RedbStore::open_with(&path, options).unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        store
+            .save(&Environment::new("env-7f3a", "analysis", Runtime::Python))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .transition("env-7f3a", Status::Running)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .touch("env-7f3a")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .save(&Environment::new("other", "x", Runtime::Shell))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .transition("env-7f3a", Status::Destroying)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .delete("env-7f3a")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+
+    let table = cli(&path, &["history", "env-7f3a"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    for expected in [
+        "REVISION",
+        "ORIGIN",
+        "server-a",
+        "created (creating)",
+        "creating → running",
+        "touched",
+        "running → destroying",
+        "deleted",
+        "(5 changes; deleted)",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+
+    let json = cli(&path, &["history", "env-7f3a", "--json"]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let life: Vec<serde_json::Value> =
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<&str> = life.iter().filter_map(|c| c["kind"].as_str()).collect();
+    assert_eq!(kinds, ["saved", "saved", "saved", "saved", "deleted"]);
+    assert!(life.iter().all(|c| c["origin"] == "server-a"));
+    assert!(life[4]["environment"].is_null());
+
+    let lines = |o: &Output| -> Vec<serde_json::Value> {
+        stdout(o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    };
+    let all = cli(&path, &["changes"]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    let all = lines(&all);
+    assert_eq!(all.len(), 6, "every change, one JSON object a line");
+    let revisions: Vec<u64> = all.iter().filter_map(|c| c["revision"].as_u64()).collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    let first_two = lines(&cli(&path, &["changes", "--limit", "2"]));
+    assert_eq!(first_two, all[..2]);
+    let since = revisions[1].to_string();
+    let rest = lines(&cli(&path, &["changes", "--since", &since]));
+    assert_eq!(rest, all[2..], "resuming from the last revision seen");
+    let future = lines(&cli(
+        &path,
+        &["changes", "--since-time", "2999-01-01T00:00:00Z"],
+    ));
+    assert!(future.is_empty());
+    let bad = cli(&path, &["changes", "--since-time", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2), "a bad time is a usage error");
+
+    // An import is named as the writer of what it restores.
+    drop(store);
+    let backup = dir.path().join("backup.jsonl");
+    let out = cli(&path, &["export", "--out", backup.to_str().unwrap_or("")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let restored = dir.path().join("restored.db");
+    let out = cli(&restored, &["import", backup.to_str().unwrap_or("")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let life = cli(&restored, &["history", "other", "--json"]);
+    let life: Vec<serde_json::Value> =
+        serde_json::from_slice(&life.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(life.len(), 1);
+    assert_eq!(life[0]["origin"], "import");
+
+    let check = cli(&restored, &["check"]);
+    assert!(check.status.success(), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains("history: 1 ids' latest change matches what is stored, 0 do not"),
+        "{}",
+        stdout(&check)
+    );
+}

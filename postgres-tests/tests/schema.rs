@@ -263,6 +263,73 @@ mod with_server {
         );
     }
 
+    /// Recording switched off and on again on one schema: off, writes are
+    /// recorded nowhere and reads are `HistoryOff`; on again, a follower
+    /// from before is told (`HistoryPruned`) and new writes are kept. And
+    /// `check` names a stored id whose latest change was removed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn history_off_then_on_and_a_check_that_disagrees() {
+        use waggle_store::{Audited, Error, HistoryOptions, Retention, Revision};
+        let schema = unique_schema("hist");
+        let with = |retention: Retention| {
+            PgOptions::default()
+                .schema(schema.clone())
+                .history(HistoryOptions::default().retention(retention))
+        };
+        let url = server_url().unwrap_or_default();
+        let off = PgStore::connect(&url, with(Retention::Off))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let env = |id: &str| waggle_store::Environment::new(id, "x", waggle_store::Runtime::Shell);
+        off.save(&env("quiet"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(off.history("quiet").await, Err(Error::HistoryOff)));
+        let quiet = off
+            .find_revision("quiet")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .revision;
+        drop(off);
+        let on = PgStore::connect(&url, with(Retention::All))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        match on.changes(Revision::new(0), 10).await {
+            Err(Error::HistoryPruned { through, .. }) => assert!(through >= quiet),
+            other => panic!("a follower from before the history started: {other:?}"),
+        }
+        on.save(&env("loud"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let through = match on.changes(Revision::new(0), 10).await {
+            Err(Error::HistoryPruned { through, .. }) => through,
+            other => panic!("{other:?}"),
+        };
+        let after = on
+            .changes(through, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            after.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["loud"]
+        );
+        let report = on.check().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.is_ok() && report.history_ok == 1, "{report:?}");
+        raw()
+            .await
+            .execute(
+                &format!("DELETE FROM \"{schema}\".environment_changes WHERE id = 'loud'"),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let report = on.check().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !report.is_ok() && matches!(report.history.as_slice(), [(id, _)] if id == "loud"),
+            "{report:?}"
+        );
+    }
+
     /// Once the schema exists, a role with only `USAGE` on it and the table
     /// privileges the README lists (no `CREATE` anywhere) opens it and
     /// works: opening

@@ -391,8 +391,14 @@ pub(super) fn history_meta(txn: &ReadTransaction) -> Result<(bool, u64)> {
 pub(super) fn set_history(db: &Database, on: bool, last: u64) -> Result<()> {
     let txn = db.begin_read().map_err(storage("beginning a read"))?;
     let (was_on, pruned) = history_meta(&txn)?;
+    let recorded = txn
+        .open_table(META)
+        .map_err(storage("opening metadata"))?
+        .get(HISTORY_STATE)
+        .map_err(storage("reading metadata"))?
+        .is_some();
     drop(txn);
-    if was_on == on {
+    if was_on == on && recorded {
         return Ok(());
     }
     let pruned = if on { pruned.max(last) } else { pruned };
