@@ -481,6 +481,11 @@ macro_rules! __conformance_args {
         revisions: true $(, $($rest:tt)*)?) => {
         $crate::__conformance_args!(@munch $name, $fresh, $reopen, $share, (true), $hist, $($($rest)*)?);
     };
+    // After `history: true`, `revisions: true` says nothing new.
+    (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, (true), (true),
+        revisions: true $(, $($rest:tt)*)?) => {
+        $crate::__conformance_args!(@munch $name, $fresh, $reopen, $share, (true), (true), $($($rest)*)?);
+    };
     // `history: true` implies `revisions: true`.
     (@munch $name:ident, $fresh:tt, $reopen:tt, $share:tt, $rev:tt, (),
         history: true $(, $($rest:tt)*)?) => {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use waggle_store::store::postgres::{PgOptions, PgStore};
-use waggle_store::{Environment, Repository, Runtime, record};
+use waggle_store::{Environment, HistoryOptions, Repository, Retention, Runtime, record};
 use waggle_store_postgres_tests::{server_url, unique_schema};
 
 fn env(i: usize) -> Environment {
@@ -45,9 +45,16 @@ fn with_param(url: &str, param: &str) -> String {
 }
 
 async fn store(url: &str, tag: &str) -> Arc<PgStore> {
+    store_with(url, tag, Retention::default()).await
+}
+
+/// A store in a schema of its own whose history is kept as `retention`
+/// says (recording is a schema's).
+async fn store_with(url: &str, tag: &str, retention: Retention) -> Arc<PgStore> {
     let options = PgOptions::default()
         .schema(unique_schema(tag))
-        .pool_size(64);
+        .pool_size(64)
+        .history(HistoryOptions::default().retention(retention));
     Arc::new(
         PgStore::connect(url, options)
             .await
@@ -210,12 +217,20 @@ fn main() {
         let pg = store(&plain, "bench").await;
         fill(&pg, 1_000).await;
         let tls = store(&with_param(&url, "sslmode=require"), "bench-tls").await;
-        let upserts = side_by_side(&client, &upsert, &[&pg, &tls], (0..samples).map(|k| k % 1_000)).await;
+        let off = store_with(&plain, "bench-off", Retention::Off).await;
+        fill(&off, 1_000).await;
+        let upserts = side_by_side(
+            &client,
+            &upsert,
+            &[&pg, &tls, &off],
+            (0..samples).map(|k| k % 1_000),
+        )
+        .await;
         drop(tls);
         // New ids: an insert, which also moves the count slot (a trigger
         // the bare table does not have).
         let inserts = side_by_side(&client, &upsert, &[&pg], (0..samples).map(|k| 1_000_000 + k)).await;
-        let (bare, ours, ours_tls) = (upserts[0], upserts[1], upserts[2]);
+        let (bare, ours, ours_tls, ours_off) = (upserts[0], upserts[1], upserts[2], upserts[3]);
         let (bare_new, ours_new) = (inserts[0], inserts[1]);
         println!("## Save vs a bare prepared upsert, side by side ({samples} samples each)");
         println!(
@@ -229,6 +244,10 @@ fn main() {
             us(ours_tls),
             ours_tls / bare
         );
+        println!();
+        println!("## Save with the history vs without, side by side ({samples} samples each)");
+        println!("| save, history on, p50 | save, history off, p50 | on / off |\n|---:|---:|---:|");
+        println!("| {} | {} | {:.2}× |", us(ours), us(ours_off), ours / ours_off);
         println!();
         println!("## Save of a new id vs a bare insert ({samples} samples each)");
         println!("| bare insert p50 | PgStore save p50 | save / bare |\n|---:|---:|---:|");
@@ -244,6 +263,9 @@ fn main() {
         let many = throughput(&pg, 64, window).await;
         // One pool at a time: the server takes 100 connections.
         drop(pg);
+        let off_one = throughput(&off, 1, window).await;
+        let off_many = throughput(&off, 64, window).await;
+        drop(off);
         let bare_table = format!("\"{bare_schema}\".t");
         let bare_one = bare_throughput(&url, &bare_table, 1, window).await;
         let bare_many = bare_throughput(&url, &bare_table, 64, window).await;
@@ -257,6 +279,11 @@ fn main() {
             many / one,
             bare_many / bare_one
         );
+        println!();
+        println!("## History on vs off: saves/s ({window:?} each)");
+        println!("| history | 1 writer | 64 writers | 64 / 1 |\n|---|---:|---:|---:|");
+        println!("| on | {one:.0} | {many:.0} | {:.1}× |", many / one);
+        println!("| off | {off_one:.0} | {off_many:.0} | {:.1}× |", off_many / off_one);
         println!();
 
         let at = store(&plain, "big").await;
@@ -287,6 +314,21 @@ fn main() {
             (
                 format!("save p50 ≤ 1.2 × the bare upsert: {:.2}×", ours / bare),
                 ours <= 1.2 * bare,
+            ),
+            (
+                format!(
+                    "a save with the history ≤ 1.2 × one without: {:.2}×",
+                    ours / ours_off
+                ),
+                ours <= 1.2 * ours_off,
+            ),
+            (
+                format!(
+                    "64 writers keep their scaling with the history: {:.1}× one writer (off: {:.1}×)",
+                    many / one,
+                    off_many / off_one
+                ),
+                many / one >= 0.85 * (off_many / off_one),
             ),
             (
                 format!(

@@ -2,8 +2,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! The bytes of one [`Change`]: what a journal frame of a write holds
-//! (format 5) and what the history table keeps, so that a checkpoint moves
-//! a change from one to the other without encoding it again.
+//! (format 5) and what the history's blocks keep, so that a checkpoint
+//! moves a change from one to the other without encoding it again.
 //!
 //! ```text
 //! 0x03 | revision u64 LE | at i64 LE (ns since 1970, UTC) | kind u8 (1 saved, 2 deleted)
@@ -158,62 +158,6 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Change> {
     parse(bytes)?.to_change()
 }
 
-/// A change as the history table keeps it: a CRC-32 of the change, then
-/// the change.
-pub(super) fn seal(change: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + change.len());
-    out.extend_from_slice(&crc32fast::hash(change).to_le_bytes());
-    out.extend_from_slice(change);
-    out
-}
-
-/// The change inside a value of the history table, once its checksum
-/// checks out.
-pub(super) fn open(value: &[u8]) -> Result<&[u8]> {
-    let (crc, change) = value.split_at_checked(4).ok_or_else(|| {
-        bad(format!(
-            "a history value of {} bytes is too short",
-            value.len()
-        ))
-    })?;
-    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    let actual = crc32fast::hash(change);
-    if stored != actual {
-        return Err(bad(format!(
-            "checksum mismatch: stored {stored:08x}, the bytes give {actual:08x}"
-        )));
-    }
-    Ok(change)
-}
-
-/// The key of a change in the per-id index: the id, a zero byte (no id
-/// holds one), the revision big-endian, so an id's changes are one range
-/// in revision order.
-pub(super) fn index_key(id: &str, revision: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(id.len() + 9);
-    key.extend_from_slice(id.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&revision.to_be_bytes());
-    key
-}
-
-/// The range of index keys holding `id`'s changes: `[start, end)`.
-pub(super) fn index_range(id: &str) -> (Vec<u8>, Vec<u8>) {
-    let mut start = id.as_bytes().to_vec();
-    start.push(0);
-    let mut end = id.as_bytes().to_vec();
-    end.push(1);
-    (start, end)
-}
-
-/// The revision at the end of an index key.
-pub(super) fn revision_of_key(key: &[u8]) -> Option<u64> {
-    let tail = key.get(key.len().checked_sub(8)?..)?;
-    let mut n = [0; 8];
-    n.copy_from_slice(tail);
-    Some(u64::from_be_bytes(n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,21 +190,5 @@ mod tests {
             let _ = decode(&flipped);
         }
         assert!(decode(&bytes[..FIXED]).is_err());
-    }
-
-    #[test]
-    fn index_keys_sort_by_id_then_revision() {
-        let (start, end) = index_range("a");
-        let keys = [
-            index_key("a", 1),
-            index_key("a", 256),
-            index_key("a", u64::MAX),
-        ];
-        for k in &keys {
-            assert!(start <= *k && *k < end);
-        }
-        assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        assert!(index_key("a-", 1) >= end, "another id is outside a's range");
-        assert_eq!(revision_of_key(&keys[1]), Some(256));
     }
 }

@@ -21,10 +21,12 @@ use crate::record;
 pub(super) const RECORDS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("waggle_environments");
 pub(super) const META: TableDefinition<&str, &str> = TableDefinition::new("waggle_meta");
-/// The history (format 5): revision → a sealed [change](super::changes).
+/// The history (format 5): the first revision of a block of changes → the
+/// block ([`history`](super::history)).
 pub(super) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("waggle_changes");
-/// Each id's changes: [`index_key`](super::changes::index_key) → nothing.
-pub(super) const HISTORY: TableDefinition<&[u8], ()> = TableDefinition::new("waggle_history");
+/// Each id's revisions, one entry per checkpoint that wrote it
+/// ([`history`](super::history)).
+pub(super) const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("waggle_history");
 
 /// The value of the `format` metadata key in every waggle store.
 pub const FORMAT_NAME: &str = "waggle-store";

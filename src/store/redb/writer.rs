@@ -37,7 +37,7 @@ use tokio::sync::oneshot;
 use super::cache::Cache;
 use super::changes::{self, Bytes};
 use super::checksum;
-use super::file::{CHANGES, HISTORY, META, RECORDS, set_journal_state, storage};
+use super::file::{META, RECORDS, set_journal_state, storage};
 use super::journal::{AppendError, Entry, Journal};
 use super::pending::{Log, Pending, State};
 use crate::domain::Environment;
@@ -123,26 +123,7 @@ pub(super) fn commit_pending(
         .begin_write()
         .map_err(storage("beginning a checkpoint"))?;
     {
-        if !log.is_empty() {
-            let mut changes_table = txn
-                .open_table(CHANGES)
-                .map_err(storage("opening the history"))?;
-            let mut index = txn
-                .open_table(HISTORY)
-                .map_err(storage("opening the history"))?;
-            for bytes in log {
-                let change = changes::parse(bytes)?;
-                changes_table
-                    .insert(change.revision, changes::seal(bytes).as_slice())
-                    .map_err(storage("checkpointing the history"))?;
-                index
-                    .insert(
-                        changes::index_key(change.id, change.revision).as_slice(),
-                        (),
-                    )
-                    .map_err(storage("checkpointing the history"))?;
-            }
-        }
+        super::history::write(&txn, log)?;
         let mut table = txn
             .open_table(RECORDS)
             .map_err(storage("opening the table"))?;
