@@ -240,22 +240,21 @@ fn recorded(txn: &ReadTransaction) -> Result<u64> {
 /// the block last read.
 struct Blocks<'t> {
     table: &'t redb::ReadOnlyTable<u64, &'static [u8]>,
-    /// The block last read: its first revision and its changes.
-    last: Option<(u64, Vec<(u64, Vec<u8>)>)>,
+    /// The changes of the block last read, with their revisions.
+    last: Vec<(u64, Vec<u8>)>,
 }
 
 impl<'t> Blocks<'t> {
     fn new(table: &'t redb::ReadOnlyTable<u64, &'static [u8]>) -> Self {
-        Self { table, last: None }
+        Self {
+            table,
+            last: Vec::new(),
+        }
     }
 
     /// The change at `revision`.
     fn get(&mut self, revision: u64) -> Result<Change> {
-        let cached = self
-            .last
-            .as_ref()
-            .and_then(|(_, changes)| changes.iter().find(|(r, _)| *r == revision));
-        if let Some((_, bytes)) = cached {
+        if let Some((_, bytes)) = self.last.iter().find(|(r, _)| *r == revision) {
             return changes::decode(bytes);
         }
         let (first, value) = self
@@ -277,7 +276,7 @@ impl<'t> Blocks<'t> {
             .find(|(r, _)| *r == revision)
             .map(|(_, bytes)| changes::decode(bytes))
             .unwrap_or_else(|| Err(damaged(revision, "the index names a missing change")));
-        self.last = Some((first, changes));
+        self.last = changes;
         found
     }
 }
