@@ -156,17 +156,21 @@ async fn side_by_side(
     times.into_iter().map(median).collect()
 }
 
-async fn fill(store: &Arc<PgStore>, n: usize) {
+/// Saves ids `0..n` with `writers` tasks (each holds a connection: the
+/// server takes 100 in all).
+async fn fill(store: &Arc<PgStore>, n: usize, writers: usize) {
     let mut tasks = tokio::task::JoinSet::new();
-    for chunk in 0..64 {
+    for chunk in 0..writers {
         let store = Arc::clone(store);
         tasks.spawn(async move {
-            for i in (chunk..n).step_by(64) {
+            for i in (chunk..n).step_by(writers) {
                 store.save(&env(i)).await.unwrap_or_else(|e| panic!("{e}"));
             }
         });
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    }
 }
 
 fn main() {
@@ -215,10 +219,10 @@ fn main() {
         // the same over TLS, to show what encryption costs.
         let plain = with_param(&url, "sslmode=disable");
         let pg = store(&plain, "bench").await;
-        fill(&pg, 1_000).await;
+        fill(&pg, 1_000, 4).await;
         let tls = store(&with_param(&url, "sslmode=require"), "bench-tls").await;
         let off = store_with(&plain, "bench-off", Retention::Off).await;
-        fill(&off, 1_000).await;
+        fill(&off, 1_000, 4).await;
         let upserts = side_by_side(
             &client,
             &upsert,
@@ -288,7 +292,7 @@ fn main() {
 
         let at = store(&plain, "big").await;
         let started = Instant::now();
-        fill(&at, big).await;
+        fill(&at, big, 64).await;
         let filled = started.elapsed();
         let mut finds = Vec::new();
         for k in 0..samples {

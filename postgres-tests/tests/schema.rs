@@ -110,9 +110,7 @@ mod with_server {
             .batch_execute(&format!(
                 "DROP FUNCTION \"{schema}\".save_environment, \"{schema}\".save_environment_if, \
                      \"{schema}\".delete_environment, \"{schema}\".delete_environment_if, \
-                     \"{schema}\".lock_environment, \"{schema}\".begin_write, \
-                     \"{schema}\".history_fence, \"{schema}\".set_history_recording, \
-                     \"{schema}\".record_change, \"{schema}\".history_gate; \
+                     \"{schema}\".history_fence, \"{schema}\".set_history_recording; \
                  DROP TABLE \"{schema}\".environment_changes, \"{schema}\".history_state; \
                  ALTER TABLE \"{schema}\".environments DROP COLUMN revision; \
                  DROP SEQUENCE \"{schema}\".revisions; \

@@ -60,32 +60,21 @@ DROP FUNCTION {schema}.save_environment(text, text);
 DROP FUNCTION {schema}.save_environment_if(text, text, bigint);
 DROP FUNCTION {schema}.delete_environment(text);
 DROP FUNCTION {schema}.delete_environment_if(text, bigint);
+DROP FUNCTION {schema}.lock_environment(text);
 
--- The gate's key: the schema and a name no id can have (ids hold no newline).
-CREATE FUNCTION {schema}.history_gate() RETURNS bigint
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT hashtextextended('{schema_in_literal}' || E'\n' || 'writers', 0)
-$$;
-
--- A writer's start: the gate (shared), then the id (migration 4); returns
--- whether changes are recorded.
-CREATE FUNCTION {schema}.begin_write(p_id text) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    recording boolean;
-BEGIN
-    PERFORM pg_advisory_xact_lock_shared({schema}.history_gate());
-    PERFORM {schema}.lock_environment(p_id);
-    SELECT s.recording INTO recording FROM {schema}.history_state s;
-    RETURN coalesce(recording, false);
-END
-$$;
+-- The write functions are flat: each takes the gate (shared), then the id
+-- (as migration 4 did), each with one plain statement, and records its
+-- change with a plain INSERT. A call of one PL/pgSQL function from another
+-- costs more than the statements themselves, and the server's CPU is what
+-- many writers share. The gate's key is the schema and a name no id can
+-- have (ids hold no newline); the gate comes first, always, so that a
+-- writer waiting for an id never holds up a fence that waits for it.
 
 -- Waits until every writer that held the gate when it was called has
 -- finished (see above); holds nothing afterwards.
 CREATE FUNCTION {schema}.history_fence() RETURNS void
 LANGUAGE sql AS $$
-    SELECT pg_advisory_xact_lock({schema}.history_gate())
+    SELECT pg_advisory_xact_lock(hashtextextended('{schema_in_literal}' || E'\n' || 'writers', 0))
 $$;
 
 -- Switches recording on or off, with no write in flight across it.
@@ -95,20 +84,13 @@ BEGIN
     IF (SELECT recording FROM {schema}.history_state) = p_on THEN
         RETURN;
     END IF;
-    PERFORM pg_advisory_xact_lock({schema}.history_gate());
+    PERFORM pg_advisory_xact_lock(hashtextextended('{schema_in_literal}' || E'\n' || 'writers', 0));
     UPDATE {schema}.history_state SET
         recording = p_on,
         pruned_through = CASE WHEN p_on
             THEN greatest(pruned_through, (SELECT last_value FROM {schema}.revisions))
             ELSE pruned_through END;
 END
-$$;
-
-CREATE FUNCTION {schema}.record_change(p_revision bigint, p_id text, p_kind text,
-    p_origin text, p_record text) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO {schema}.environment_changes (revision, id, kind, at, origin, record)
-    VALUES (p_revision, p_id, p_kind, clock_timestamp(), p_origin, p_record)
 $$;
 
 -- save: insert or replace; returns the new revision.
@@ -119,13 +101,16 @@ DECLARE
     recording boolean;
     next_revision bigint;
 BEGIN
-    recording := {schema}.begin_write(p_id);
+    PERFORM pg_advisory_xact_lock_shared(hashtextextended('{schema_in_literal}' || E'\n' || 'writers', 0));
+    PERFORM pg_advisory_xact_lock(hashtextextended('{schema_in_literal}:' || p_id, 0));
+    SELECT h.recording INTO recording FROM {schema}.history_state h;
     next_revision := nextval('{schema_in_literal}.revisions');
     INSERT INTO {schema}.environments (id, record, revision)
     VALUES (p_id, p_record, next_revision)
     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, revision = EXCLUDED.revision;
     IF recording THEN
-        PERFORM {schema}.record_change(next_revision, p_id, 'saved', p_origin, p_record);
+        INSERT INTO {schema}.environment_changes (revision, id, kind, at, origin, record)
+        VALUES (next_revision, p_id, 'saved', clock_timestamp(), p_origin, p_record);
     END IF;
     RETURN next_revision;
 END
@@ -140,11 +125,13 @@ LANGUAGE plpgsql AS $$
 DECLARE
     recording boolean;
 BEGIN
-    recording := {schema}.begin_write(p_id);
+    PERFORM pg_advisory_xact_lock_shared(hashtextextended('{schema_in_literal}' || E'\n' || 'writers', 0));
+    PERFORM pg_advisory_xact_lock(hashtextextended('{schema_in_literal}:' || p_id, 0));
     SELECT e.revision INTO found_revision FROM {schema}.environments e WHERE e.id = p_id;
     IF found_revision IS DISTINCT FROM p_expected THEN
         RETURN;
     END IF;
+    SELECT h.recording INTO recording FROM {schema}.history_state h;
     new_revision := nextval('{schema_in_literal}.revisions');
     IF found_revision IS NULL THEN
         INSERT INTO {schema}.environments (id, record, revision)
@@ -154,7 +141,8 @@ BEGIN
         WHERE id = p_id;
     END IF;
     IF recording THEN
-        PERFORM {schema}.record_change(new_revision, p_id, 'saved', p_origin, p_record);
+        INSERT INTO {schema}.environment_changes (revision, id, kind, at, origin, record)
+        VALUES (new_revision, p_id, 'saved', clock_timestamp(), p_origin, p_record);
     END IF;
 END
 $$;
@@ -167,14 +155,17 @@ DECLARE
     removed bigint;
     next_revision bigint;
 BEGIN
-    recording := {schema}.begin_write(p_id);
+    PERFORM pg_advisory_xact_lock_shared(hashtextextended('{schema_in_literal}' || E'\n' || 'writers', 0));
+    PERFORM pg_advisory_xact_lock(hashtextextended('{schema_in_literal}:' || p_id, 0));
     DELETE FROM {schema}.environments WHERE id = p_id RETURNING revision INTO removed;
     IF removed IS NULL THEN
         RETURN NULL;
     END IF;
+    SELECT h.recording INTO recording FROM {schema}.history_state h;
     next_revision := nextval('{schema_in_literal}.revisions');
     IF recording THEN
-        PERFORM {schema}.record_change(next_revision, p_id, 'deleted', p_origin, NULL);
+        INSERT INTO {schema}.environment_changes (revision, id, kind, at, origin, record)
+        VALUES (next_revision, p_id, 'deleted', clock_timestamp(), p_origin, NULL);
     END IF;
     RETURN next_revision;
 END
@@ -189,15 +180,19 @@ DECLARE
     recording boolean;
     next_revision bigint;
 BEGIN
-    recording := {schema}.begin_write(p_id);
+    PERFORM pg_advisory_xact_lock_shared(hashtextextended('{schema_in_literal}' || E'\n' || 'writers', 0));
+    PERFORM pg_advisory_xact_lock(hashtextextended('{schema_in_literal}:' || p_id, 0));
     SELECT e.revision INTO found_revision FROM {schema}.environments e WHERE e.id = p_id;
     deleted := found_revision IS NOT DISTINCT FROM p_expected AND found_revision IS NOT NULL;
-    IF deleted THEN
-        DELETE FROM {schema}.environments WHERE id = p_id;
-        next_revision := nextval('{schema_in_literal}.revisions');
-        IF recording THEN
-            PERFORM {schema}.record_change(next_revision, p_id, 'deleted', p_origin, NULL);
-        END IF;
+    IF NOT deleted THEN
+        RETURN;
+    END IF;
+    DELETE FROM {schema}.environments WHERE id = p_id;
+    SELECT h.recording INTO recording FROM {schema}.history_state h;
+    next_revision := nextval('{schema_in_literal}.revisions');
+    IF recording THEN
+        INSERT INTO {schema}.environment_changes (revision, id, kind, at, origin, record)
+        VALUES (next_revision, p_id, 'deleted', clock_timestamp(), p_origin, NULL);
     END IF;
 END
 $$;
