@@ -12,13 +12,18 @@
 //! follower — another server, an audit shipper — learn every change made
 //! anywhere, exactly once and in order.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+pub use futures_core::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Environment;
@@ -368,6 +373,104 @@ pub trait Audited: Revisioned {
     ///
     /// Cancel safe: it removes in one transaction, all of it or none.
     async fn prune(&self, older_than: Duration) -> Result<usize>;
+
+    /// Every change after `after`, from the history, then each new one as
+    /// it is acknowledged — in revision order, each exactly once, with no
+    /// gap where the catch-up ends and the live changes begin. The stream
+    /// does not end while the store is open; a watcher that falls behind
+    /// catches up from the history at its own pace (it holds at most
+    /// [`WATCH_BATCH`] changes), and no writer ever waits for it. If the
+    /// history above its cursor was pruned it yields
+    /// [`Error::HistoryPruned`] and ends; [`Error::HistoryOff`] likewise.
+    /// How each store wakes its watchers: `MemoryStore` and `RedbStore`
+    /// (in the writer's process) are told of each write; a read-only
+    /// `RedbStore` looks at the journal every 10 ms; `PgStore` listens
+    /// (`LISTEN`/`NOTIFY`) and also looks every second, and rides out a
+    /// lost connection or a server restart on its own.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the stream is always safe: it changes nothing, and it
+    /// releases whatever it held (a subscription, a connection) at once.
+    /// A change it had read but not yielded is read again by a new stream
+    /// started from the last revision yielded.
+    fn watch(&self, after: Revision) -> ChangeStream<'_>;
+}
+
+/// The stream [`Audited::watch`] returns: every change after a cursor, in
+/// order, then each new one as it is acknowledged. It borrows the store.
+pub type ChangeStream<'a> = Pin<Box<dyn Stream<Item = Result<Change>> + Send + 'a>>;
+
+/// One step of a [`follow`]er: the next changes after a cursor, waiting
+/// until there is at least one.
+pub type NextChanges<'a> = Pin<Box<dyn Future<Output = Result<Vec<Change>>> + Send + 'a>>;
+
+/// How many changes a watcher reads at a time: its memory stays bounded
+/// however far behind it is.
+pub const WATCH_BATCH: usize = 256;
+
+/// A [`ChangeStream`] from its steps, for implementing
+/// [`watch`](Audited::watch): `next(cursor)` returns the changes after
+/// `cursor`, waiting until there is at least one (and retrying what may
+/// pass, such as a lost connection); the stream yields them one by one,
+/// moves the cursor to the last, and asks again. An error `next` returns
+/// is yielded, and the stream ends.
+pub fn follow<'a>(
+    after: Revision,
+    next: impl FnMut(Revision) -> NextChanges<'a> + Send + 'a,
+) -> ChangeStream<'a> {
+    Box::pin(Follow {
+        cursor: after,
+        ready: VecDeque::new(),
+        pending: None,
+        next: Box::new(next),
+        ended: false,
+    })
+}
+
+struct Follow<'a> {
+    cursor: Revision,
+    ready: VecDeque<Change>,
+    pending: Option<NextChanges<'a>>,
+    next: Box<dyn FnMut(Revision) -> NextChanges<'a> + Send + 'a>,
+    ended: bool,
+}
+
+impl Stream for Follow<'_> {
+    type Item = Result<Change>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(change) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(change)));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            let cursor = this.cursor;
+            let next = &mut this.next;
+            let pending = this.pending.get_or_insert_with(|| next(cursor));
+            match pending.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(batch)) => {
+                    this.pending = None;
+                    // Only ever forward: a step never goes back.
+                    for change in batch {
+                        if change.revision > this.cursor {
+                            this.cursor = change.revision;
+                            this.ready.push_back(change);
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    this.pending = None;
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
 }
 
 macro_rules! forward_audited {
@@ -384,6 +487,9 @@ macro_rules! forward_audited {
             }
             async fn prune(&self, older_than: Duration) -> Result<usize> {
                 (**self).prune(older_than).await
+            }
+            fn watch(&self, after: Revision) -> ChangeStream<'_> {
+                (**self).watch(after)
             }
         }
     )*};

@@ -33,7 +33,7 @@ pub use chrono;
 pub use config::StoreConfig;
 pub use domain::{Capabilities, Environment, Runtime, Status};
 pub use error::{BoxError, Error, Result};
-pub use history::{Audited, Change, ChangeKind, HistoryOptions, Retention};
+pub use history::{Audited, Change, ChangeKind, ChangeStream, HistoryOptions, Retention, Stream};
 pub use repository::Repository;
 pub use revisions::{Expected, Revision, Revisioned, RevisionedExt, Versioned};
 pub use store::memory::MemoryStore;

@@ -1817,3 +1817,107 @@ fn history_off_on_swept_and_checked() {
         "{report:?}"
     );
 }
+
+/// A watcher in another process than the writer: it follows the journal
+/// while the writer writes, and after the writer is killed (-9) it has
+/// every change the recovered store holds — every acknowledged write among
+/// them — in order, once each, and nothing else.
+#[test]
+fn a_watcher_in_another_process_survives_the_writers_kill_9() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    let mut proc = child("writer", &path)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = proc.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let rt = rt();
+    let watched = rt.block_on(async {
+        let started = Instant::now();
+        let store = loop {
+            match RedbStore::open_read_only(&path) {
+                Ok(store) => break store,
+                Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("the reader could not open the store: {e}"),
+            }
+        };
+        let mut watch = store.watch(Revision::new(0));
+        let mut watched = Vec::new();
+        let mut killed = false;
+        loop {
+            if !killed && started.elapsed() > Duration::from_millis(400) {
+                proc.kill().unwrap_or_else(|e| panic!("{e}")); // SIGKILL
+                let _ = proc.wait();
+                killed = true;
+            }
+            let next = std::future::poll_fn(|cx| watch.as_mut().poll_next(cx));
+            match tokio::time::timeout(Duration::from_millis(500), next).await {
+                Ok(Some(Ok(change))) => watched.push(change),
+                Ok(other) => panic!("the watcher stopped: {other:?}"),
+                // Nothing new for half a second after the kill: all read.
+                Err(_) if killed => break watched,
+                Err(_) => {}
+            }
+        }
+    });
+    // Killed and reaped above; this only makes sure of it.
+    let _ = proc.kill();
+    let _ = proc.wait();
+    let acked: Vec<String> = tagged(
+        lines.join().unwrap_or_default().iter().map(String::as_str),
+        "ack ",
+    )
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let recovered = rt.block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut all = Vec::new();
+        let mut cursor = Revision::new(0);
+        loop {
+            let page = store
+                .changes(cursor, 1000)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let Some(last) = page.last() else { break };
+            cursor = last.revision;
+            all.extend(page);
+        }
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+        all
+    });
+    let seen: std::collections::BTreeSet<&str> = watched.iter().map(|c| c.id.as_str()).collect();
+    let missed: Vec<&String> = acked
+        .iter()
+        .filter(|id| !seen.contains(id.as_str()))
+        .collect();
+    println!(
+        "watch from another process across a kill -9: {} changes watched, {} saves acknowledged, acknowledged missed: {}, watched and not in the recovered store: {}",
+        watched.len(),
+        acked.len(),
+        missed.len(),
+        watched.len().saturating_sub(recovered.len())
+    );
+    assert!(
+        acked.len() > 10,
+        "the writer acknowledged too little to test"
+    );
+    assert!(
+        missed.is_empty(),
+        "acknowledged saves the watcher never reported: {missed:?}"
+    );
+    assert!(
+        watched == recovered,
+        "the watcher reported {} changes; the recovered store holds {}: they must be the same, in order",
+        watched.len(),
+        recovered.len()
+    );
+}

@@ -89,7 +89,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             since,
             since_time,
             limit,
-        } => changes(&config, since, since_time, limit).await?,
+            follow,
+        } => changes(&config, since, since_time, limit, follow).await?,
         Command::Bench(args) => {
             crate::bench::run(cli.store.as_deref().map(|_| &config), args).await?
         }
@@ -414,36 +415,67 @@ async fn history(config: &StoreConfig, id: &str, json: bool) -> anyhow::Result<(
 const PAGE: usize = 1000;
 
 /// `changes`: the store-wide history as JSON Lines, from a revision or a
-/// time on, at most `limit`.
+/// time on, at most `limit`; with `follow`, then each new change as it is
+/// made, until Ctrl-C or a closed pipe.
 async fn changes(
     config: &StoreConfig,
     since: Option<u64>,
     since_time: Option<DateTime<Utc>>,
     limit: Option<usize>,
+    follow: bool,
 ) -> anyhow::Result<()> {
     let store = config.open_read_only().await?;
-    let mut cursor = Revision::new(since.unwrap_or(0));
     let mut left = limit.unwrap_or(usize::MAX);
+    if left == 0 {
+        return Ok(());
+    }
     let mut out = std::io::stdout().lock();
-    while left > 0 {
-        let page = store.changes(cursor, PAGE.min(left)).await?;
-        let Some(last) = page.last() else { break };
-        cursor = last.revision;
-        for change in page
-            .iter()
-            .filter(|c| since_time.is_none_or(|t| c.at >= t))
-            .take(left)
-        {
-            serde_json::to_writer(&mut out, change)?;
-            if let Err(e) = writeln!(out) {
-                // A closed pipe (`| head`) ends the listing, not in error.
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    return Ok(());
-                }
-                return Err(e).context("cannot write to standard output");
+    // One JSON object a line, flushed at once for a follower; false once
+    // the reader has gone (`| head`), which ends the listing, not in error.
+    let mut print = |change: &Change| -> anyhow::Result<bool> {
+        if since_time.is_some_and(|t| change.at < t) {
+            return Ok(true);
+        }
+        let line = serde_json::to_string(change)?;
+        match writeln!(out, "{line}").and_then(|()| out.flush()) {
+            Ok(()) => {
+                left -= 1;
+                Ok(left > 0)
             }
-            left -= 1;
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e).context("cannot write to standard output"),
+        }
+    };
+    let cursor = Revision::new(since.unwrap_or(0));
+    if follow {
+        let mut watch = store.watch(cursor);
+        loop {
+            let next = std::future::poll_fn(|cx| watch.as_mut().poll_next(cx));
+            let change = tokio::select! {
+                next = next => next,
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            };
+            match change {
+                Some(change) => {
+                    if !print(&change?)? {
+                        return Ok(());
+                    }
+                }
+                None => return Ok(()),
+            }
         }
     }
-    Ok(())
+    let mut cursor = cursor;
+    loop {
+        let page = store.changes(cursor, PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        cursor = last.revision;
+        for change in &page {
+            if !print(change)? {
+                return Ok(());
+            }
+        }
+    }
 }

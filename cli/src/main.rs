@@ -124,7 +124,7 @@ enum Command {
     /// Every change store-wide, in revision order, as JSON Lines: for audit
     /// export and log shippers. Resume with --since the last revision seen.
     ///
-    /// Example: waggle-store changes --since 1200 --limit 100
+    /// Example: waggle-store changes --since 1200 --follow
     Changes {
         /// Only changes after this revision.
         #[arg(long, value_name = "REV")]
@@ -136,6 +136,10 @@ enum Command {
         /// At most this many changes.
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Keep printing each new change as it is made (like `tail -f`)
+        /// until interrupted (Ctrl-C) or the output closes.
+        #[arg(long)]
+        follow: bool,
     },
     /// Reclaim free space in the file; prints the size before and after.
     /// The server must be stopped.

@@ -558,3 +558,91 @@ fn history_and_changes_beside_a_live_writer() {
         stdout(&check)
     );
 }
+
+/// `changes --follow` beside a live writer: it prints what is there, then
+/// each new change within moments of its write, one JSON object a line;
+/// Ctrl-C ends it with success, and so does a reader that goes away.
+#[test]
+fn changes_follow_beside_a_live_writer_ends_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("w.db");
+    let rt = rt();
+    let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let save = |id: &str| {
+        rt.block_on(store.save(&Environment::new(id, "x", Runtime::Shell)))
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    save("before-1");
+    save("before-2");
+    let follow = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_waggle-store"))
+            .arg("--store")
+            .arg(&path)
+            .args(["changes", "--follow"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return; // the test stopped reading: the pipe closes
+                }
+            }
+        });
+        (child, rx)
+    };
+    let id_of = |line: &str| -> String {
+        let change: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        change["id"].as_str().unwrap_or_default().to_owned()
+    };
+    let next = |rx: &mpsc::Receiver<String>| {
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("no line from changes --follow: {e}"))
+    };
+
+    let (mut child, rx) = follow();
+    assert_eq!(id_of(&next(&rx)), "before-1");
+    assert_eq!(id_of(&next(&rx)), "before-2");
+    for i in 0..3 {
+        let id = format!("live-{i}");
+        let written = Instant::now();
+        save(&id);
+        assert_eq!(id_of(&next(&rx)), id);
+        assert!(
+            written.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            written.elapsed()
+        );
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(interrupted.success());
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "Ctrl-C: {status}");
+
+    // The reader goes away: the next change written ends it, cleanly.
+    let (mut child, rx) = follow();
+    assert_eq!(id_of(&next(&rx)), "before-1");
+    drop(rx);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        save(&format!("after-{}", deadline.elapsed().as_nanos()));
+        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "changes --follow kept running with nobody reading"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "a closed pipe: {status}");
+}

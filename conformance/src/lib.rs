@@ -37,6 +37,7 @@ pub mod model;
 pub mod revision_order;
 pub mod revisions;
 pub mod snapshot;
+pub mod watch;
 
 pub use harness::{Harness, Instance};
 
@@ -299,6 +300,11 @@ pub const CHECKS: &[Check] = &[
         "a follower calling changes with its last revision while 8 writers run (over two handles too where the backend offers share) never gets a revision at or below its cursor, and ends with every change exactly once, one per acknowledged write, none found later below its cursor; a write polled part way while another lands is checked deterministically",
     ),
     check_needing(
+        "watch_changes",
+        HISTORY,
+        "a watcher from any cursor yields every later change once, in order; one caught up is woken by the next write (no gap between catch-up and live, within 5 s); dropped part way, a new one from its last change goes on; while 6 writers run (over two handles too where the backend offers share) it yields exactly the history",
+    ),
+    check_needing(
         "history_retention",
         HISTORY,
         "prune keeps each stored id's latest change and nothing of deleted ids; a follower behind what was pruned gets HistoryPruned, never a silent gap; writes after are recorded",
@@ -405,6 +411,7 @@ where
         "history_cancellation" => rt.block_on(history::history_cancellation(harness)),
         "history_with_reopen" => rt.block_on(history::history_with_reopen(harness)),
         "changes_follower" => rt.block_on(history::changes_follower(harness)),
+        "watch_changes" => rt.block_on(watch::watch_changes(harness)),
         "history_retention" => rt.block_on(history::history_retention(harness)),
         other => panic!("no history check is called {other:?}"),
     }
@@ -555,6 +562,7 @@ macro_rules! __conformance_module {
             $crate::__conformance_test!(history_cancellation, $harness, run_history_check, [history $hist]);
             $crate::__conformance_test!(history_with_reopen, $harness, run_history_check, [history $hist, reopen $reopen]);
             $crate::__conformance_test!(changes_follower, $harness, run_history_check, [history $hist]);
+            $crate::__conformance_test!(watch_changes, $harness, run_history_check, [history $hist]);
             $crate::__conformance_test!(history_retention, $harness, run_history_check, [history $hist]);
 
             /// The macro generates a test for every check the crate knows.
@@ -595,6 +603,7 @@ macro_rules! __conformance_module {
                     "history_cancellation",
                     "history_with_reopen",
                     "changes_follower",
+                    "watch_changes",
                     "history_retention",
                 ];
                 assert_eq!(generated.to_vec(), $crate::check_names());

@@ -45,6 +45,11 @@ enum Defect {
     /// After pruning, `changes` from before it returns what is left, with
     /// no error: a silent gap.
     PruneSilent,
+    /// `watch` reads the history, then (after an await) subscribes to new
+    /// writes: a write in between is never yielded until another comes.
+    WatchLosesHandover,
+    /// `watch` starts one change after its cursor.
+    WatchOffByOne,
 }
 
 const ORIGIN: &str = "self-test";
@@ -57,9 +62,19 @@ struct State {
     pruned: u64,
 }
 
-#[derive(Default)]
 struct Durable {
     state: Mutex<State>,
+    /// The last revision written: watchers wait for it to move.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Durable {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,6 +95,7 @@ impl Store {
 
     /// Records `change` where this store keeps its history.
     fn record(&self, state: &mut State, change: Change) {
+        self.durable.changed.send_replace(change.revision.get());
         if self.defect == Defect::HistoryNotPersisted {
             lock(&self.own).insert(change.revision.get(), change);
         } else {
@@ -295,6 +311,34 @@ impl Audited for Store {
         }
         Ok(gone.len())
     }
+    fn watch(&self, after: Revision) -> waggle_store::ChangeStream<'_> {
+        let after = match self.defect {
+            Defect::WatchOffByOne => Revision::new(after.get() + 1),
+            _ => after,
+        };
+        waggle_store::history::follow(after, move |cursor| {
+            let early = (self.defect != Defect::WatchLosesHandover)
+                .then(|| self.durable.changed.subscribe());
+            Box::pin(async move {
+                let mut moved = early;
+                loop {
+                    let batch = Audited::changes(self, cursor, 64).await?;
+                    if !batch.is_empty() {
+                        return Ok(batch);
+                    }
+                    let moved = match &mut moved {
+                        Some(moved) => moved,
+                        None => {
+                            // Subscribes late: a write meanwhile is missed.
+                            tokio::task::yield_now().await;
+                            moved.insert(self.durable.changed.subscribe())
+                        }
+                    };
+                    moved.changed().await.map_err(|_| Error::Closed)?;
+                }
+            })
+        })
+    }
 }
 
 fn harness(defect: Defect) -> Harness<Store, Arc<Durable>> {
@@ -376,14 +420,17 @@ broken! {
         maybe ["changes_follower"];
     delete_not_recorded: DeleteNotRecorded =>
         ["changes_follower", "history_cancellation", "history_complete", "history_retention",
-         "history_with_reopen"];
+         "history_with_reopen", "watch_changes"];
     change_before_write: ChangeBeforeWrite => ["history_cancellation", "revisions_increase"]
         maybe ["concurrent_linearizable", "shared_linearizable"];
-    history_not_persisted: HistoryNotPersisted => ["changes_follower", "history_with_reopen"];
+    history_not_persisted: HistoryNotPersisted =>
+        ["changes_follower", "history_with_reopen", "watch_changes"];
     follower_skips: FollowerSkips => ["changes_follower"]
-        maybe ["revisions_increase"];
+        maybe ["revisions_increase", "watch_changes"];
     prune_drops_latest: PruneDropsLatest => ["history_retention"];
     prune_silent: PruneSilent => ["history_retention"];
+    watch_loses_handover: WatchLosesHandover => ["watch_changes"];
+    watch_off_by_one: WatchOffByOne => ["watch_changes"];
 }
 
 /// Defects that show only in some interleavings or timings, and the checks

@@ -15,7 +15,7 @@ mod with_server {
     use std::time::{Duration, Instant};
 
     use waggle_store::store::postgres::{PgOptions, PgStore};
-    use waggle_store::{Audited, Environment, Repository, Runtime};
+    use waggle_store::{Audited, Environment, Repository, Runtime, Stream};
     use waggle_store_postgres_tests::{server_url, unique_schema};
 
     /// `pg_ctl` on the test server's data directory, as its owner.
@@ -66,6 +66,25 @@ mod with_server {
         let (failures, hangs) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0)));
         let restarted = Arc::new(Mutex::new(None::<Instant>));
         let ok_after_restart = Arc::new(Mutex::new(0));
+        // A watcher across the crash: it must end with every change once.
+        let watched = Arc::new(Mutex::new(Vec::new()));
+        let watcher = {
+            let (store, watched) = (Arc::clone(&store), Arc::clone(&watched));
+            tokio::spawn(async move {
+                let mut changes = store.watch(waggle_store::Revision::new(0));
+                while let Some(change) =
+                    std::future::poll_fn(|cx| changes.as_mut().poll_next(cx)).await
+                {
+                    match change {
+                        Ok(change) => watched
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(change),
+                        Err(e) => panic!("the watcher gave up: {e}"),
+                    }
+                }
+            })
+        };
         let mut writers = Vec::new();
         for w in 0..8 {
             let (store, acked, failures, hangs, restarted, ok_after_restart) = (
@@ -143,11 +162,26 @@ mod with_server {
             changes.extend(page);
         }
         let changed: BTreeSet<String> = changes.iter().map(|c| c.id.clone()).collect();
+        // The watcher catches up on its own (it rides out the restart).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while watched.lock().unwrap_or_else(|e| e.into_inner()).len() < changes.len()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        watcher.abort();
+        let watched = watched.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert!(
+            watched == changes,
+            "the watcher across the restart saw {} changes, the history holds {} (repeated or missing)",
+            watched.len(),
+            changes.len()
+        );
         let missing: Vec<&String> = acked.difference(&changed).collect();
         let unlanded: Vec<&String> = changed.difference(&stored).collect();
         let report = store.check().await.unwrap_or_else(|e| panic!("check: {e}"));
         println!(
-            "server crash: {} saves acknowledged ({before} before the stop, {after} after the restart), {} refused with a typed error (first: {}), hangs: {hangs}, acknowledged writes lost: {}; history: {} changes, acknowledged missing {}, without their write {}, repeated {}",
+            "server crash: {} saves acknowledged ({before} before the stop, {after} after the restart), {} refused with a typed error (first: {}), hangs: {hangs}, acknowledged writes lost: {}; history: {} changes, acknowledged missing {}, without their write {}, repeated {}; a watcher across the restart: {} changes, each once",
             acked.len(),
             failures.len(),
             failures.first().map_or("none", String::as_str),
@@ -155,7 +189,8 @@ mod with_server {
             changes.len(),
             missing.len(),
             unlanded.len(),
-            changes.len() - changed.len()
+            changes.len() - changed.len(),
+            watched.len()
         );
         assert!(
             missing.is_empty(),

@@ -12,7 +12,9 @@ use chrono::Utc;
 
 use crate::domain::Environment;
 use crate::error::{Error, Result};
-use crate::history::{Audited, Change, HistoryOptions, validate_origin};
+use crate::history::{
+    Audited, Change, ChangeStream, HistoryOptions, WATCH_BATCH, follow, validate_origin,
+};
 use crate::repository::Repository;
 use crate::revisions::{Expected, Revision, Revisioned, Versioned};
 
@@ -22,10 +24,22 @@ use crate::revisions::{Expected, Revision, Revisioned, Versioned};
 /// trivially atomic under cancellation. Revisions come from one counter
 /// for the whole store, so none is ever issued twice; each write's
 /// [`Change`] is recorded under the same lock, in revision order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: RwLock<Inner>,
     history: HistoryOptions,
+    /// The last revision issued: watchers wait for it to move.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            history: HistoryOptions::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -131,8 +145,8 @@ impl MemoryStore {
     pub fn with_history(history: HistoryOptions) -> Result<Self> {
         validate_origin(&history.origin)?;
         Ok(Self {
-            inner: RwLock::default(),
             history,
+            ..Self::default()
         })
     }
 
@@ -144,6 +158,7 @@ impl MemoryStore {
         inner
             .envs
             .insert(env.id.clone(), Versioned { env, revision });
+        self.changed.send_replace(revision.get());
         revision
     }
 
@@ -153,6 +168,7 @@ impl MemoryStore {
         let revision = inner.next();
         let change = Change::deleted(revision, id, Utc::now(), &self.history.origin);
         inner.record(&self.history, change);
+        self.changed.send_replace(revision.get());
     }
 
     // No code panics while holding the lock (only clones and map updates run
@@ -320,5 +336,50 @@ impl Audited for MemoryStore {
             return Err(Error::HistoryOff);
         }
         Ok(self.write().prune(older_than))
+    }
+
+    /// Woken by every write, without polling.
+    fn watch(&self, after: Revision) -> ChangeStream<'_> {
+        follow(after, move |cursor| {
+            // Subscribed before reading: a write after the read wakes it.
+            let mut moved = self.changed.subscribe();
+            Box::pin(async move {
+                loop {
+                    let batch = self.changes(cursor, WATCH_BATCH).await?;
+                    if !batch.is_empty() {
+                        return Ok(batch);
+                    }
+                    moved.changed().await.map_err(|_| Error::Closed)?;
+                }
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Runtime;
+    use std::task::Poll;
+
+    #[test]
+    fn a_watcher_is_woken_by_a_write() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let store = MemoryStore::new();
+            let mut w = store.watch(Revision::new(0));
+            let polled = std::future::poll_fn(|cx| Poll::Ready(w.as_mut().poll_next(cx))).await;
+            assert!(polled.is_pending());
+            store
+                .save(&Environment::new("a", "x", Runtime::Shell))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let next = std::future::poll_fn(|cx| w.as_mut().poll_next(cx));
+            let got = tokio::time::timeout(std::time::Duration::from_secs(1), next).await;
+            assert!(matches!(got, Ok(Some(Ok(_)))), "{got:?}");
+        });
     }
 }

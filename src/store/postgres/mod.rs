@@ -49,13 +49,14 @@ use tokio_postgres::types::ToSql;
 
 use crate::domain::{Environment, validate_id};
 use crate::error::{Error, Result};
-use crate::history::{Audited, Change, HistoryOptions};
+use crate::history::{Audited, Change, ChangeStream, HistoryOptions, follow};
 use crate::record;
 use crate::repository::Repository;
 use crate::revisions::{Expected, Revision, Revisioned, Versioned};
 use crate::store::redb::CheckReport;
 
 mod tls;
+mod watcher;
 
 /// The migrations, in order: version `n` is the `n`-th.
 const MIGRATIONS: &[&str] = &[
@@ -64,6 +65,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_revisions.sql"),
     include_str!("migrations/0004_revisions_in_commit_order.sql"),
     include_str!("migrations/0005_history.sql"),
+    include_str!("migrations/0006_watch.sql"),
 ];
 
 /// How to open a [`PgStore`]: `PgOptions::default()` and the setters,
@@ -193,6 +195,8 @@ struct Sql {
     /// How many stored ids `history_check` judges (`NULL` if the history
     /// is not recorded).
     history_judged: String,
+    /// Writers notify watchers for the next minute (migration 6).
+    watch_lease: String,
 }
 
 impl Sql {
@@ -234,6 +238,9 @@ impl Sql {
                  SELECT count(*)::bigint FROM gone"
             ),
             set_recording: format!("SELECT {s}.set_history_recording($1)"),
+            watch_lease: format!(
+                "UPDATE {h} SET watched_until = greatest(watched_until, clock_timestamp() + interval '60 seconds')"
+            ),
             history_judged: format!(
                 "SELECT CASE WHEN h.recording THEN \
                  (SELECT count(*) FROM {t} e WHERE e.revision > h.pruned_through) END FROM {h} h"
@@ -277,6 +284,11 @@ pub struct PgStore {
     /// The background sweep of the history (a retention window only);
     /// stopped when the store is dropped.
     sweeper: Option<tokio::task::AbortHandle>,
+    /// How to open a connection of its own (a watcher's).
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// The channel this schema's writers notify (migration 6).
+    channel: String,
 }
 
 impl Drop for PgStore {
@@ -379,6 +391,8 @@ impl PgStore {
                 .map_or_else(|| "?".to_owned(), |h| format!("{h:?}")),
             config.get_dbname().unwrap_or("?"),
         );
+        let watch_config = config.clone();
+        let watch_tls = tls.connector.clone();
         let manager = Manager::from_config(
             config,
             tls.connector,
@@ -431,6 +445,17 @@ impl PgStore {
             })
             .abort_handle()
         });
+        let channel: String = {
+            let client = pool.get().await.map_err(pool_error)?;
+            client
+                .query_one(
+                    &format!("SELECT {}.watch_channel()", quote(&options.schema)),
+                    &[],
+                )
+                .await
+                .map_err(pg_error("naming the watch channel"))?
+                .get(0)
+        };
         Ok(Self {
             pool,
             sql,
@@ -439,6 +464,9 @@ impl PgStore {
             orphans: Arc::default(),
             origin: options.history.origin,
             sweeper,
+            config: watch_config,
+            tls: watch_tls,
+            channel,
         })
     }
 
@@ -1067,5 +1095,19 @@ impl Audited for PgStore {
     /// Cancel safe: one statement, all of it or none.
     async fn prune(&self, older_than: Duration) -> Result<usize> {
         prune_with(&self.pool, &self.sql.prune, older_than).await
+    }
+
+    /// Woken by `NOTIFY` on a connection of the stream's own (writers
+    /// notify while a watcher holds a lease), and looking once a second
+    /// anyway; a lost connection or a restarted server is ridden out.
+    fn watch(&self, after: Revision) -> ChangeStream<'_> {
+        let state = Arc::new(tokio::sync::Mutex::new(watcher::WatchState::default()));
+        follow(after, move |cursor| {
+            let state = Arc::clone(&state);
+            Box::pin(async move {
+                let mut state = state.lock().await;
+                self.next_changes(cursor, &mut state).await
+            })
+        })
     }
 }

@@ -98,7 +98,12 @@ use self::writer::{
 };
 use crate::domain::Environment;
 use crate::error::{Error, Result};
-use crate::history::{Audited, Change, HistoryOptions, validate_origin};
+use crate::history::{
+    Audited, Change, ChangeStream, HistoryOptions, WATCH_BATCH, follow, validate_origin,
+};
+
+/// How often a read-only handle's watcher looks at the writer's journal.
+pub const TAIL_POLL: Duration = Duration::from_millis(10);
 use crate::record;
 use crate::repository::Repository;
 use crate::revisions::{Expected, Revision, Revisioned, Versioned};
@@ -1150,5 +1155,31 @@ impl Audited for RedbStore {
         })
         .await
         .map_err(storage("pruning the history"))?
+    }
+
+    /// In the writer's process, woken by every batch the writer publishes;
+    /// on a read-only handle beside a writer in another process, the
+    /// journal is looked at every [`TAIL_POLL`].
+    fn watch(&self, after: Revision) -> ChangeStream<'_> {
+        let moved = self.shared.as_ref().map(|s| s.changed.clone());
+        follow(after, move |cursor| {
+            // Subscribed before reading: a write after the read wakes it.
+            let mut moved = moved.as_ref().map(tokio::sync::watch::Sender::subscribe);
+            Box::pin(async move {
+                loop {
+                    let batch = self.changes(cursor, WATCH_BATCH).await?;
+                    if !batch.is_empty() {
+                        return Ok(batch);
+                    }
+                    match &mut moved {
+                        Some(moved) => moved.changed().await.map_err(|_| Error::Closed)?,
+                        // Off the executor, and with no timer needed.
+                        None => tokio::task::spawn_blocking(|| std::thread::sleep(TAIL_POLL))
+                            .await
+                            .map_err(storage("waiting for the journal"))?,
+                    }
+                }
+            })
+        })
     }
 }

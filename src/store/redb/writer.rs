@@ -85,6 +85,9 @@ pub(super) struct Shared {
     pub(super) state: RwLock<State>,
     pub(super) cache: Cache,
     pub(super) counters: Counters,
+    /// The last revision published: watchers in this process wait for it
+    /// to move.
+    pub(super) changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -96,6 +99,7 @@ impl Shared {
             }),
             cache: Cache::new(cache_entries),
             counters: Counters::default(),
+            changed: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -933,6 +937,7 @@ impl Writer {
             }
             state.count = state.count.saturating_add_signed(delta);
         }
+        self.shared.changed.send_replace(self.last_revision);
         let c = &self.shared.counters;
         c.commits.fetch_add(1, Ordering::Relaxed);
         c.saves.fetch_add(saves, Ordering::Relaxed);
