@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use waggle_store::store::postgres::{PgOptions, PgStore};
-use waggle_store::{Environment, HistoryOptions, Repository, Retention, Runtime, record};
+use waggle_store::{Audited, Environment, HistoryOptions, Repository, Retention, Runtime, record};
 use waggle_store_postgres_tests::{server_url, unique_schema};
 
 fn env(i: usize) -> Environment {
@@ -179,10 +179,10 @@ fn main() {
         return;
     };
     let full = std::env::args().any(|a| a == "--bench");
-    let (samples, window, big) = if full {
-        (400, Duration::from_secs(3), 100_000)
+    let (samples, window, rounds, big) = if full {
+        (400, Duration::from_secs(2), 3, 100_000)
     } else {
-        (20, Duration::from_millis(200), 500)
+        (20, Duration::from_millis(200), 1, 500)
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -263,17 +263,26 @@ fn main() {
         );
         println!();
 
-        let one = throughput(&pg, 1, window).await;
-        let many = throughput(&pg, 64, window).await;
-        // One pool at a time: the server takes 100 connections.
+        // One pool at a time (the server takes 100 connections), a new
+        // schema each round, history on and off in turn; medians, as one
+        // pair of runs on this machine can differ by a third.
         drop(pg);
-        let off_one = throughput(&off, 1, window).await;
-        let off_many = throughput(&off, 64, window).await;
         drop(off);
+        let mut runs: [[Vec<f64>; 2]; 2] = Default::default();
+        for _ in 0..rounds {
+            for (k, retention) in [Retention::default(), Retention::Off].into_iter().enumerate() {
+                let st = store_with(&plain, "tp", retention).await;
+                runs[k][0].push(throughput(&st, 1, window).await);
+                runs[k][1].push(throughput(&st, 64, window).await);
+            }
+        }
+        let [[on_one, on_many], [off_one, off_many]] = runs;
+        let (one, many) = (median(on_one), median(on_many));
+        let (off_one, off_many) = (median(off_one), median(off_many));
         let bare_table = format!("\"{bare_schema}\".t");
         let bare_one = bare_throughput(&url, &bare_table, 1, window).await;
         let bare_many = bare_throughput(&url, &bare_table, 64, window).await;
-        println!("## Save throughput ({window:?} each), beside bare clients on their own connections");
+        println!("## Save throughput ({window:?} each; PgStore: medians of {rounds} rounds), beside bare clients on their own connections");
         println!(
             "| writers | PgStore saves/s | vs 1 writer | bare upserts/s | vs 1 writer |\n|---:|---:|---:|---:|---:|"
         );
@@ -284,10 +293,49 @@ fn main() {
             bare_many / bare_one
         );
         println!();
-        println!("## History on vs off: saves/s ({window:?} each)");
+        println!("## History on vs off: saves/s (medians of {rounds} alternating rounds of {window:?})");
         println!("| history | 1 writer | 64 writers | 64 / 1 |\n|---|---:|---:|---:|");
         println!("| on | {one:.0} | {many:.0} | {:.1}× |", many / one);
         println!("| off | {off_one:.0} | {off_many:.0} | {:.1}× |", off_many / off_one);
+        println!();
+
+        // Watch latency: a second pool on the schema watches; each write's
+        // acknowledgement to the watcher yielding it.
+        let schema = unique_schema("watch");
+        let open_on = |schema: String| {
+            let plain = plain.clone();
+            async move {
+                PgStore::connect(&plain, PgOptions::default().schema(schema).pool_size(4))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        let (writer, reader) = (open_on(schema.clone()).await, open_on(schema).await);
+        let mut stream = reader.watch(waggle_store::Revision::new(0));
+        let mut seen = Vec::new();
+        for i in 0..samples.min(200) {
+            let e = env(i);
+            writer.save(&e).await.unwrap_or_else(|e| panic!("{e}"));
+            let acked = Instant::now();
+            loop {
+                let change = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx))
+                    .await
+                    .unwrap_or_else(|| panic!("the watcher ended"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                if change.id == e.id {
+                    break;
+                }
+            }
+            seen.push(acked.elapsed().as_secs_f64());
+            tokio::time::sleep(Duration::from_millis(2 + (i as u64 * 7) % 5)).await;
+        }
+        drop(stream);
+        let n = seen.len();
+        seen.sort_by(f64::total_cmp);
+        let p99 = seen[((n as f64 - 1.0) * 0.99).round() as usize];
+        println!("## Watch: a write's acknowledgement to a watcher on a second pool ({n} writes)");
+        println!("| p50 | p99 |\n|---:|---:|");
+        println!("| {} | {} |", us(median(seen)), us(p99));
         println!();
 
         let at = store(&plain, "big").await;
