@@ -1921,3 +1921,117 @@ fn a_watcher_in_another_process_survives_the_writers_kill_9() {
         recovered.len()
     );
 }
+
+/// Every file in `dir`: its bytes and modification time.
+fn files_of(dir: &Path) -> std::collections::BTreeMap<String, (Vec<u8>, std::time::SystemTime)> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map_while(Result::ok)
+        .map(|f| {
+            let meta = f.metadata().unwrap_or_else(|e| panic!("{e}"));
+            (
+                f.file_name().to_string_lossy().into_owned(),
+                (
+                    std::fs::read(f.path()).unwrap_or_else(|e| panic!("{e}")),
+                    meta.modified().unwrap_or_else(|e| panic!("{e}")),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A store whose directory has become read-only (closed: its journal
+/// must be made), and one left by a crash whose journal files have become
+/// read-only: a writable open is refused, saying why, and every file is
+/// byte for byte and to the nanosecond as it was. Run as an unprivileged
+/// user (root ignores modes).
+#[test]
+fn a_refused_open_in_a_read_only_directory_changes_nothing() {
+    use std::os::unix::process::CommandExt;
+    let root = nix_is_root();
+    for crashed in [false, true] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store_dir = dir.path().join("store");
+        let path = store_dir.join("waggle.db");
+        if crashed {
+            crash_with_journal(&path);
+        } else {
+            rt().block_on(async {
+                let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+                store
+                    .save(&env("kept"))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                store.close().unwrap_or_else(|e| panic!("{e}"));
+            });
+        }
+        if root {
+            // Hand the store to an unprivileged user.
+            let status = Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(&store_dir)
+                .status()
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(status.success());
+        }
+        if crashed {
+            for wal in ["waggle.db-wal0", "waggle.db-wal1"] {
+                std::fs::set_permissions(
+                    store_dir.join(wal),
+                    std::fs::Permissions::from_mode(0o400),
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+        } else {
+            std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o500))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let before = files_of(&store_dir);
+        let mut open = child("open-for-write", &path);
+        if root {
+            open.uid(65534).gid(65534);
+        }
+        let out = open.output().unwrap_or_else(|e| panic!("{e}"));
+        let said = String::from_utf8_lossy(&out.stdout);
+        let after = files_of(&store_dir);
+        std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o700))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !said.contains("opened") && said.contains("cannot open store"),
+            "crashed {crashed}: the open was not refused: {said}"
+        );
+        assert!(
+            after == before,
+            "crashed {crashed}: a refused open changed {:?}",
+            after
+                .iter()
+                .filter(|(name, v)| before.get(*name) != Some(v))
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    })
+}
+
+/// A store left by a `kill -9` of a writer, its journal beside it.
+fn crash_with_journal(path: &Path) {
+    let mut proc = child("writer", path)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = proc.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    // Some writes acknowledged, then the kill.
+    for _ in 0..20 {
+        let _ = lines.next();
+    }
+    let _ = proc.kill();
+    let _ = proc.wait();
+}

@@ -716,6 +716,7 @@ fn create_store(path: &Path, options: &RedbOptions, place: Place) -> Result<Opti
 ///
 /// [`DryRun`]: dry_run::DryRun
 fn vet(path: &Path, options: &RedbOptions) -> Result<()> {
+    vet_journal_access(path)?;
     let unreadable = |e| io_error(path, "cannot read it", e);
     let reader = fs::File::open(path).map_err(unreadable)?;
     let locker = OpenOptions::new()
@@ -731,6 +732,51 @@ fn vet(path: &Path, options: &RedbOptions) -> Result<()> {
         .create_with_backend(view)
         .map_err(|e| database_error(path, e))?;
     vet_snapshot(path, snapshot(path, db.begin_read())?)
+}
+
+/// Refuses, before anything is written, a store whose journal this
+/// process could not make or write: a journal file missing in a directory
+/// it cannot write to (a directory made read-only), or there and not
+/// writable. Opening redb for writing writes to the store file, so this
+/// must be known first: a refused open changes nothing.
+fn vet_journal_access(path: &Path) -> Result<()> {
+    for wal in journal::paths_of(path) {
+        let (target, what) = match fs::symlink_metadata(&wal) {
+            Ok(_) => (wal, "its journal file is not writable by this process"),
+            Err(_) => (
+                path.parent()
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+                "its directory is not writable by this process, and the journal must be made there",
+            ),
+        };
+        if !writable(&target) {
+            return Err(open_error(
+                &target,
+                what,
+                "give the user running this write access to the store's directory and files, or open it read-only (the read commands do). The store was not modified",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether this process (its effective ids) may write `path`, as the
+/// kernel judges it: modes, ACLs, a read-only mount.
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: faccessat reads the NUL-terminated path it is given, which
+    // lives until the call returns, and writes nothing.
+    unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::W_OK,
+            libc::AT_EACCESS,
+        ) == 0
+    }
 }
 
 /// Whether a snapshot of a file being opened is a store this build opens,
