@@ -1991,7 +1991,25 @@ fn a_refused_open_in_a_read_only_directory_changes_nothing() {
         let before = files_of(&store_dir);
         let mut open = child("open-for-write", &path);
         if root {
-            open.uid(65534).gid(65534);
+            // A copy of this binary the unprivileged user can run, wherever
+            // the checkout is.
+            let exe = dir.path().join("redb_store-test");
+            std::fs::copy(
+                std::env::current_exe().unwrap_or_else(|e| panic!("{e}")),
+                &exe,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))
+                .unwrap_or_else(|e| panic!("{e}"));
+            open = Command::new(&exe);
+            open.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+                .env(CHILD, "open-for-write")
+                .env(CHILD_PATH, &path)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .current_dir(dir.path())
+                .uid(65534)
+                .gid(65534);
         }
         let out = open.output().unwrap_or_else(|e| panic!("{e}"));
         let said = String::from_utf8_lossy(&out.stdout);
