@@ -196,36 +196,130 @@ async fn worker(
     Ok(rec)
 }
 
-/// Runs the benchmark on `config`'s store, or on a temporary redb store.
-pub async fn run(config: Option<&StoreConfig>, args: BenchArgs) -> anyhow::Result<()> {
-    let temp;
-    let (store, redb, label): (Arc<dyn Repository>, Option<Arc<RedbStore>>, String) = match config {
-        Some(StoreConfig {
-            kind: StoreKind::Memory,
-            ..
-        }) => (Arc::new(MemoryStore::new()), None, "memory".into()),
-        Some(
-            pg @ StoreConfig {
-                kind: StoreKind::Postgres { url, schema, .. },
-                ..
-            },
-        ) => (
-            pg.open().await?,
-            None,
-            format!("postgres {url} (schema {schema})"),
-        ),
-        other => {
-            let path = match other.map(|c| &c.kind) {
-                Some(StoreKind::Redb { path }) => path.clone(),
-                _ => {
-                    temp = tempfile::tempdir().context("cannot create a temporary directory")?;
-                    temp.path().join("bench.db")
-                }
-            };
-            let redb = Arc::new(RedbStore::open(&path)?);
-            (redb.clone(), Some(redb), format!("redb {}", path.display()))
+/// A name no other benchmark uses: the process id and the time.
+fn scratch_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("waggle_bench_{}_{nanos}", std::process::id())
+}
+
+/// A scratch redb store beside the store it stands in for: removed, with
+/// its journal files, when dropped.
+struct ScratchFile(PathBuf);
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let mut names = vec![self.0.clone()];
+        for n in 0..2 {
+            let mut wal = self.0.clone().into_os_string();
+            wal.push(format!("-wal{n}"));
+            names.push(PathBuf::from(wal));
         }
+        for name in names {
+            if let Err(e) = std::fs::remove_file(&name)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                eprintln!("could not remove the scratch file {}: {e}", name.display());
+            }
+        }
+    }
+}
+
+/// Runs the benchmark — never on real data. On PostgreSQL it runs in a
+/// scratch schema of its own on the same server, dropped at the end; with a
+/// redb `--store`, in a scratch file beside it (the same file system and
+/// disk), removed at the end; both also on Ctrl-C and on error. Without
+/// `--store`, on a temporary redb store.
+pub async fn run(config: Option<&StoreConfig>, args: BenchArgs) -> anyhow::Result<()> {
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("interrupted: cleaning up");
     };
+    match config.map(|c| &c.kind) {
+        Some(StoreKind::Memory) => {
+            measure(Arc::new(MemoryStore::new()), None, "memory".into(), &args).await
+        }
+        #[cfg(feature = "postgres")]
+        Some(StoreKind::Postgres { url, schema, pool }) => {
+            use waggle_store::store::postgres::{PgOptions, PgStore};
+            let scratch = scratch_name();
+            eprintln!(
+                "benchmarking in the scratch schema {scratch} on the server of {url}; schema {schema} is not touched, and the scratch schema is dropped at the end"
+            );
+            let options = PgOptions::default()
+                .schema(scratch.as_str())
+                .pool_size(pool.size)
+                .connect_timeout(pool.connect_timeout)
+                .statement_timeout(pool.statement_timeout);
+            let store = Arc::new(PgStore::connect(url.expose(), options).await?);
+            let label = format!("postgres {url} (scratch schema {scratch})");
+            let result = tokio::select! {
+                result = measure(store.clone(), None, label, &args) => result,
+                () = interrupted => Ok(()),
+            };
+            let dropped = store.drop_schema().await;
+            match (&result, dropped) {
+                (_, Ok(())) => eprintln!("dropped the scratch schema {scratch}"),
+                (Ok(()), Err(e)) => {
+                    return Err(e).context(format!("dropping the scratch schema {scratch}"));
+                }
+                (Err(_), Err(e)) => eprintln!("could not drop the scratch schema {scratch}: {e}"),
+            }
+            result
+        }
+        #[cfg(not(feature = "postgres"))]
+        Some(StoreKind::Postgres { url, .. }) => {
+            anyhow::bail!("{url}: this build has no PostgreSQL support")
+        }
+        Some(StoreKind::Redb { path }) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let scratch = ScratchFile(dir.join(format!(".{}.db", scratch_name())));
+            eprintln!(
+                "benchmarking a scratch store beside {} (the same disk): {}; the store is not touched, and the scratch file is removed at the end",
+                path.display(),
+                scratch.0.display()
+            );
+            let redb = Arc::new(RedbStore::open(&scratch.0).with_context(|| {
+                format!("cannot make a scratch store beside {}", path.display())
+            })?);
+            let label = format!("redb, a scratch store beside {}", path.display());
+            let result = tokio::select! {
+                result = measure(redb.clone(), Some(redb.clone()), label, &args) => result,
+                () = interrupted => Ok(()),
+            };
+            // Closed before its files go.
+            if let Ok(redb) = Arc::try_unwrap(redb) {
+                let _ = tokio::task::spawn_blocking(move || redb.close()).await;
+            }
+            drop(scratch);
+            result
+        }
+        _ => {
+            let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+            let path = temp.path().join("bench.db");
+            let redb = Arc::new(RedbStore::open(&path)?);
+            let label = format!("redb {}", path.display());
+            let result = tokio::select! {
+                result = measure(redb.clone(), Some(redb.clone()), label, &args) => result,
+                () = interrupted => Ok(()),
+            };
+            drop(redb);
+            result
+        }
+    }
+}
+
+/// The benchmark itself, on `store` (and its redb counters, if it is one).
+async fn measure(
+    store: Arc<dyn Repository>,
+    redb: Option<Arc<RedbStore>>,
+    label: String,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
     eprintln!("preloading {} environments into {label} ...", args.records);
     let mut load = tokio::task::JoinSet::new();
     for chunk in 0..64 {
@@ -245,7 +339,7 @@ pub async fn run(config: Option<&StoreConfig>, args: BenchArgs) -> anyhow::Resul
     if args.warmup > 0.0 {
         eprintln!("warming up for {} s ...", args.warmup);
         let deadline = Instant::now() + Duration::from_secs_f64(args.warmup);
-        let mut warm = workers(&store, &args, deadline);
+        let mut warm = workers(&store, args, deadline);
         while let Some(done) = warm.join_next().await {
             done??;
         }
@@ -254,7 +348,7 @@ pub async fn run(config: Option<&StoreConfig>, args: BenchArgs) -> anyhow::Resul
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let started = Instant::now();
     let deadline = started + duration;
-    let mut tasks = workers(&store, &args, deadline);
+    let mut tasks = workers(&store, args, deadline);
     let bar = crate::commands::progress(duration.as_secs() as usize, "bench (seconds)");
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut merged = Recorder::new()?;

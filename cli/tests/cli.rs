@@ -646,3 +646,55 @@ fn changes_follow_beside_a_live_writer_ends_cleanly() {
     };
     assert!(status.success(), "a closed pipe: {status}");
 }
+
+/// `bench --store` on a real redb store measures a scratch store beside it
+/// and leaves the store byte for byte as it was, and nothing behind.
+#[test]
+fn bench_beside_a_real_store_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("real.db");
+    seeded(&path);
+    let files = |dir: &Path| -> std::collections::BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map_while(Result::ok)
+            .map(|f| {
+                (
+                    f.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(f.path()).unwrap_or_else(|e| panic!("{e}")),
+                )
+            })
+            .collect()
+    };
+    let before = files(dir.path());
+    let out = cli(
+        &path,
+        &[
+            "bench",
+            "--records",
+            "50",
+            "--concurrency",
+            "4",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("scratch store beside"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("scratch store beside"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        files(dir.path()) == before,
+        "the bench changed or left files beside the store"
+    );
+    assert_eq!(stdout(&cli(&path, &["count"])).trim(), "3");
+}

@@ -82,6 +82,98 @@ mod with_server {
         })
     }
 
+    /// `bench` pointed at a real schema never touches it: two benches at
+    /// once on one database both succeed, each in a scratch schema of its
+    /// own that is gone afterwards, and the named schema exports the same
+    /// bytes before and after.
+    #[test]
+    fn bench_runs_in_a_scratch_schema_and_two_at_once_both_succeed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let redb = dir.path().join("seed.db");
+        seeded(&redb);
+        let target = schema("bench");
+        let exported = ok(&["--store", redb.to_str().unwrap_or(""), "export"], "");
+        ok(
+            &["--store", &url(), "--schema", &target, "import", "-"],
+            &exported,
+        );
+        let before = ok(&["--store", &url(), "--schema", &target, "export"], "");
+        let bench = |n: usize| {
+            let (url, target) = (url(), target.clone());
+            std::thread::spawn(move || {
+                let json =
+                    std::env::temp_dir().join(format!("bench-{}-{n}.json", std::process::id()));
+                let args = [
+                    "--store",
+                    &url,
+                    "--schema",
+                    &target,
+                    "bench",
+                    "--records",
+                    "40",
+                    "--concurrency",
+                    "4",
+                    "--duration",
+                    "0.5",
+                    "--warmup",
+                    "0",
+                    "--json",
+                    json.to_str().unwrap_or(""),
+                ];
+                let out = run(&args, "");
+                let _ = std::fs::remove_file(&json);
+                out
+            })
+        };
+        let runs = [bench(1), bench(2)];
+        let mut scratch = Vec::new();
+        for run in runs {
+            let out = run
+                .join()
+                .unwrap_or_else(|_| panic!("a bench thread panicked"));
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(out.status.success(), "a bench failed: {err}");
+            let name = err
+                .split_whitespace()
+                .find(|w| w.starts_with("waggle_bench_"))
+                .unwrap_or_else(|| panic!("the scratch schema is not named: {err}"))
+                .trim_end_matches(';')
+                .to_owned();
+            assert!(
+                err.contains(&format!("dropped the scratch schema {name}")),
+                "{err}"
+            );
+            scratch.push(name);
+        }
+        assert_ne!(scratch[0], scratch[1], "each bench has a schema of its own");
+        let after = ok(&["--store", &url(), "--schema", &target, "export"], "");
+        assert_eq!(
+            after, before,
+            "the bench changed the schema it was pointed at"
+        );
+        let left = ok(&["--store", &url(), "--schema", &target, "count"], "");
+        assert_eq!(left.trim(), "5");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let remaining: i64 = rt.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            tokio::spawn(connection);
+            client
+                .query_one(
+                    "SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1)",
+                    &[&scratch],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .get(0)
+        });
+        assert_eq!(remaining, 0, "a scratch schema was left behind");
+    }
+
     #[test]
     fn redb_to_postgres_and_back_keeps_every_byte() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

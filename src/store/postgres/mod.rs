@@ -475,6 +475,21 @@ impl PgStore {
         &self.schema
     }
 
+    /// Drops this store's schema and everything in it — every environment
+    /// and its history. For scratch stores (the CLI's benchmark, tests);
+    /// the store is unusable afterwards.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: one statement, all of it or none.
+    pub async fn drop_schema(&self) -> Result<()> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", quote(&self.schema)))
+            .await
+            .map_err(pg_error("dropping the schema"))
+    }
+
     /// Waits until every write whose caller went away has ended (usually
     /// none: one lock, no copy).
     async fn settle_orphans(&self) {
