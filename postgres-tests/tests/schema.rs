@@ -48,7 +48,7 @@ mod with_server {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .get(0);
-        assert_eq!(versions, "1,2,3,4,5", "each migration is recorded once");
+        assert_eq!(versions, "1,2,3,4,5,6", "each migration is recorded once");
         assert_eq!(
             stores[3].count().await.ok(),
             Some(1),
@@ -110,7 +110,8 @@ mod with_server {
             .batch_execute(&format!(
                 "DROP FUNCTION \"{schema}\".save_environment, \"{schema}\".save_environment_if, \
                      \"{schema}\".delete_environment, \"{schema}\".delete_environment_if, \
-                     \"{schema}\".history_fence, \"{schema}\".set_history_recording; \
+                     \"{schema}\".history_fence, \"{schema}\".set_history_recording, \
+                     \"{schema}\".watch_channel; \
                  DROP TABLE \"{schema}\".environment_changes, \"{schema}\".history_state; \
                  ALTER TABLE \"{schema}\".environments DROP COLUMN revision; \
                  DROP SEQUENCE \"{schema}\".revisions; \
