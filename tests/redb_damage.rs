@@ -3,13 +3,21 @@
 
 //! The damage sweep: a crash image (a store of records, a live journal of
 //! acknowledged writes) with one byte flipped, at thousands of places across
-//! the store file and both journal files, each opened and read in a child
-//! process — so an abort or a hang is counted, not fatal. Every case must
-//! end in a refusal that changed no file, a typed read error, or the exact
-//! values the undamaged image holds: never a panic reaching the caller, an
-//! abort, a hang, or a silently wrong value.
+//! the store file and both journal files, then a cleanly closed store, then
+//! the bytes of its ids wherever they sit (record keys, the ids inside
+//! records, the history) flipped to bytes that are not UTF-8 and to other
+//! ids. Each case is opened and read in a child process — so an abort or a
+//! hang is counted, not fatal. Every case must end in a refusal that
+//! changed no file, a typed read error, or the exact values the undamaged
+//! image holds: never a panic reaching the caller or printed, a panic on
+//! pages the open checked, an abort, a hang, or a silently wrong value. A
+//! refused file is then read as an operator would anyway (`check`,
+//! read-only, `verify_on_open(false)`): errors or the exact values, and
+//! `check` must call it damaged; redb panics on those unchecked pages are
+//! contained quietly by the store and counted.
 //!
-//! `WAGGLE_DAMAGE_PLACES` sets how many places (default 2,400).
+//! `WAGGLE_DAMAGE_PLACES` sets how many places (default 2,400, and a
+//! quarter as many in ids).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -18,11 +26,14 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use waggle_store::store::redb::{RedbOptions, contained_panics};
 use waggle_store::{Environment, RedbStore, Repository, Runtime, record};
 
 const CHILD_DIR: &str = "WAGGLE_DAMAGE_CHILD_DIR";
 const CHILD_FROM: &str = "WAGGLE_DAMAGE_CHILD_FROM";
 const CHILD_WRITER: &str = "WAGGLE_DAMAGE_CHILD_WRITER";
+/// Panics in a child, caught or not.
+static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// A case that prints nothing for this long is a hang.
 const HANG: Duration = Duration::from_secs(20);
 
@@ -94,6 +105,11 @@ fn damage_child_entry() {
     let (Ok(dir), Ok(from)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_FROM)) else {
         return;
     };
+    // Every panic the store does not contain quietly is counted here
+    // (those it does, by `contained_panics`).
+    std::panic::set_hook(Box::new(|_| {
+        PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
     let dir = PathBuf::from(dir);
     let from: usize = from.parse().unwrap_or(0);
     let places = read_places(&dir.join("places"));
@@ -112,23 +128,73 @@ fn damage_child_entry() {
             *b ^= place.mask;
         }
         write_all(&db, &damaged);
-        let outcome = std::panic::catch_unwind(|| rt.block_on(one_case(&db, &expected)))
-            .unwrap_or_else(|_| "panic".to_owned());
-        let _ = writeln!(out, "done {n} {outcome}");
+        let panics = PANICS.load(std::sync::atomic::Ordering::SeqCst);
+        let (outcome, unchecked) =
+            std::panic::catch_unwind(|| rt.block_on(one_case(&db, &expected)))
+                .unwrap_or_else(|_| ("panic".to_owned(), 0));
+        // A panic the store did not contain (its message printed).
+        let outcome =
+            if outcome != "panic" && PANICS.load(std::sync::atomic::Ordering::SeqCst) > panics {
+                "uncontained-panic".to_owned()
+            } else {
+                outcome
+            };
+        let _ = writeln!(out, "done {n} {outcome} {unchecked}");
         let _ = out.flush();
     }
 }
 
 /// Opens and reads the damaged image: `refused`, `refused-but-changed`,
-/// `read-error`, `intact` or `mismatch`.
-async fn one_case(db: &Path, expected: &[u8]) -> String {
+/// `read-error`, `intact` or `mismatch`; `contained-panic` when redb
+/// panicked (caught) on a file the open checked; `check-missed` when the
+/// open refused it but `check` calls it sound. A refused image is also
+/// read as an operator would read it anyway — `check`, a read-only
+/// handle, an open without the page check (`verify_on_open(false)`) —
+/// where redb reads pages nobody checked: each read there ends in an
+/// error or the exact values (else `unverified-mismatch`). With the
+/// outcome, how many panics inside redb were contained on those
+/// unchecked pages.
+async fn one_case(db: &Path, expected: &[u8]) -> (String, u64) {
     let before = read_all(db);
+    let contained = contained_panics();
     let store = match RedbStore::open(db) {
-        Err(_) if read_all(db) == before => return "refused".to_owned(),
-        Err(_) => return "refused-but-changed".to_owned(),
+        Err(_) if read_all(db) == before => {
+            let mut outcome = match RedbStore::check(db) {
+                Ok(report) if report.is_ok() => "check-missed",
+                _ => "refused",
+            };
+            if let Ok(ro) = RedbStore::open_read_only(db) {
+                if read_case(&ro, expected).await == "mismatch" {
+                    outcome = "unverified-mismatch";
+                }
+                drop(ro);
+            }
+            let unverified = RedbOptions::default().verify_on_open(false);
+            if let Ok(store) = RedbStore::open_with(db, unverified) {
+                if read_case(&store, expected).await == "mismatch" {
+                    outcome = "unverified-mismatch";
+                }
+                let _ = store.close();
+            }
+            return (outcome.to_owned(), contained_panics() - contained);
+        }
+        Err(_) => return ("refused-but-changed".to_owned(), 0),
         Ok(store) => store,
     };
-    let outcome = match store.find_all().await {
+    let outcome = read_case(&store, expected).await;
+    // The store still takes a write and closes without a panic.
+    let _ = store.save(&env("after-damage")).await;
+    let _ = store.close();
+    if contained_panics() > contained {
+        return ("contained-panic".to_owned(), 0);
+    }
+    (outcome.to_owned(), 0)
+}
+
+/// Reads everything `store` holds: `read-error`, `intact` (the exact
+/// values, by id and in all, and their count) or `mismatch`.
+async fn read_case(store: &RedbStore, expected: &[u8]) -> &'static str {
+    match store.find_all().await {
         Err(_) => "read-error",
         Ok(all) => match record::encode_lines(all.iter()) {
             Ok(lines) if lines == expected => {
@@ -146,11 +212,7 @@ async fn one_case(db: &Path, expected: &[u8]) -> String {
             }
             _ => "mismatch",
         },
-    };
-    // The store still takes a write and closes without a panic.
-    let _ = store.save(&env("after-damage")).await;
-    let _ = store.close();
-    outcome.to_owned()
+    }
 }
 
 fn read_places(path: &Path) -> Vec<Place> {
@@ -246,7 +308,7 @@ fn a_flipped_byte_anywhere_is_refused_or_reported_never_wrong() {
     // Places: a third across the store file, the rest across the live
     // journal's frames, its zeros, and the other journal's header and body.
     let crash_total = total * 2 / 3;
-    let mut places = Vec::with_capacity(crash_total);
+    let mut places: Vec<(usize, usize)> = Vec::with_capacity(crash_total);
     let spread = |len: usize, k: usize, of: usize| k * len / of.max(1);
     let (in_store, in_frames) = (crash_total / 3, crash_total * 4 / 10);
     let in_rest = crash_total - in_store - in_frames;
@@ -269,6 +331,7 @@ fn a_flipped_byte_anywhere_is_refused_or_reported_never_wrong() {
         places.push((file, offset));
     }
     let tail = |file: usize, offset: usize| file == active && offset >= tail_from;
+    let places = with_masks(places);
     let (crash_seen, crash_bad) = sweep(&crashed, &pristine, &places, &tail);
     report("a crash image", &places, &crash_seen);
 
@@ -281,27 +344,46 @@ fn a_flipped_byte_anywhere_is_refused_or_reported_never_wrong() {
         .and_then(RedbStore::close)
         .unwrap_or_else(|e| panic!("{e}"));
     let clean_files = read_all(&clean.join("image.db"));
-    let clean_places: Vec<(usize, usize)> = (0..total - crash_total)
-        .map(|k| (0, spread(clean_files[0].len(), k, total - crash_total)))
-        .collect();
+    let clean_places = with_masks(
+        (0..total - crash_total)
+            .map(|k| (0, spread(clean_files[0].len(), k, total - crash_total)))
+            .collect(),
+    );
     let (clean_seen, clean_bad) = sweep(&clean, &clean_files, &clean_places, &|_, _| false);
     report("a cleanly closed store", &clean_places, &clean_seen);
 
-    let bad: Vec<String> = crash_bad.into_iter().chain(clean_bad).collect();
+    // Keys: every place an id's bytes sit in the closed file — record
+    // keys, the ids inside records, the history's index and blocks — each
+    // flipped to a byte that is not UTF-8 (0x80) and to another id.
+    let key_places = id_places(&clean_files[0], total / 4);
+    let (key_seen, key_bad) = sweep(&clean, &clean_files, &key_places, &|_, _| false);
+    report("ids and keys in a closed store", &key_places, &key_seen);
+
+    let bad: Vec<String> = crash_bad
+        .into_iter()
+        .chain(clean_bad)
+        .chain(key_bad)
+        .collect();
     let sum = |key: &str| -> usize {
-        [&crash_seen, &clean_seen]
+        [&crash_seen, &clean_seen, &key_seen]
             .iter()
             .filter_map(|seen| seen.get(key))
             .sum()
     };
     println!(
-        "damage sweep: {} places in all; panics: {}, aborts: {}, hangs: {}, silent wrong values: {}, files changed by a refusal: {}",
-        places.len() + clean_places.len(),
+        "damage sweep: {} places in all ({} in keys and ids); panics: {}, panics printed: {}, contained panics on checked pages: {}, aborts: {}, hangs: {}, silent wrong values: {} (on unchecked pages: {}), refused files that check called sound: {}, files changed by a refusal: {}; after a refusal, redb panics contained quietly on unchecked pages: {}",
+        places.len() + clean_places.len() + key_places.len(),
+        key_places.len(),
         sum("panic"),
+        sum("uncontained-panic"),
+        sum("contained-panic"),
         sum("abort"),
         sum("hang"),
         sum("mismatch"),
+        sum("unverified-mismatch"),
+        sum("check-missed"),
         sum("refused-but-changed"),
+        sum("unchecked-contained"),
     );
     assert!(
         bad.is_empty(),
@@ -311,11 +393,40 @@ fn a_flipped_byte_anywhere_is_refused_or_reported_never_wrong() {
     );
 }
 
-fn report(image: &str, places: &[(usize, usize)], seen: &BTreeMap<String, usize>) {
+/// Places with the bit each flips: one of the eight, in turn.
+fn with_masks(places: Vec<(usize, usize)>) -> Vec<(usize, usize, u8)> {
+    places
+        .into_iter()
+        .enumerate()
+        .map(|(k, (file, offset))| (file, offset, 1u8 << (k % 8)))
+        .collect()
+}
+
+/// Up to `most` places in the ids of the store file `bytes` (`s` and four
+/// digits, wherever they sit), spread over all of them: each flips one
+/// byte of an id to 0x80 or more (not UTF-8), or to another character.
+fn id_places(bytes: &[u8], most: usize) -> Vec<(usize, usize, u8)> {
+    let found: Vec<usize> = bytes
+        .windows(5)
+        .enumerate()
+        .filter(|(_, w)| w[0] == b's' && w[1..].iter().all(u8::is_ascii_digit))
+        .map(|(at, _)| at)
+        .collect();
+    assert!(found.len() >= 120, "the ids were not found in the file");
+    let n = most.max(2);
+    (0..n)
+        .map(|k| {
+            let at = found[k * found.len() / n] + k % 5;
+            (0, at, if k % 2 == 0 { 0x80 } else { 1u8 << (k / 2 % 7) })
+        })
+        .collect()
+}
+
+fn report(image: &str, places: &[(usize, usize, u8)], seen: &BTreeMap<String, usize>) {
     let count = |k: &str| seen.get(k).copied().unwrap_or(0);
-    let in_store = places.iter().filter(|(f, _)| *f == 0).count();
+    let in_store = places.iter().filter(|(f, ..)| *f == 0).count();
     println!(
-        "damage sweep, {image}: {} places flipped ({in_store} in the store file, {} in the journal): {} refused (files unchanged), {} read errors, {} intact, {} in the last batch dropped as a torn tail; panics: {}, aborts: {}, hangs: {}, silent wrong values: {}, refused but changed: {}",
+        "damage sweep, {image}: {} places flipped ({in_store} in the store file, {} in the journal): {} refused (files unchanged), {} read errors, {} intact, {} in the last batch dropped as a torn tail; panics: {}, printed: {}, contained on checked pages: {}, aborts: {}, hangs: {}, silent wrong values: {} (unchecked pages: {}), check missed: {}, refused but changed: {}; contained on unchecked pages: {}",
         places.len(),
         places.len() - in_store,
         count("refused"),
@@ -323,10 +434,15 @@ fn report(image: &str, places: &[(usize, usize)], seen: &BTreeMap<String, usize>
         count("intact"),
         count("last-batch-dropped"),
         count("panic"),
+        count("uncontained-panic"),
+        count("contained-panic"),
         count("abort"),
         count("hang"),
         count("mismatch"),
+        count("unverified-mismatch"),
+        count("check-missed"),
         count("refused-but-changed"),
+        count("unchecked-contained"),
     );
 }
 
@@ -336,7 +452,7 @@ fn report(image: &str, places: &[(usize, usize)], seen: &BTreeMap<String, usize>
 fn sweep(
     dir: &Path,
     pristine: &[Vec<u8>; 3],
-    places: &[(usize, usize)],
+    places: &[(usize, usize, u8)],
     tail: &dyn Fn(usize, usize) -> bool,
 ) -> Seen {
     for (n, bytes) in pristine.iter().enumerate() {
@@ -354,8 +470,7 @@ fn sweep(
     std::fs::write(dir.join("expected"), &expected).unwrap_or_else(|e| panic!("{e}"));
     let list: String = places
         .iter()
-        .enumerate()
-        .map(|(k, (file, offset))| format!("{file} {offset} {}\n", 1u8 << (k % 8)))
+        .map(|(file, offset, mask)| format!("{file} {offset} {mask}\n"))
         .collect();
     std::fs::write(dir.join("places"), list).unwrap_or_else(|e| panic!("{e}"));
 
@@ -388,17 +503,32 @@ fn sweep(
                     match (words.next(), words.next().and_then(|n| n.parse().ok())) {
                         (Some("start"), Some(n)) => current = Some(n),
                         (Some("done"), Some(n)) => {
-                            let (file, offset) = places[n];
+                            let (file, offset, _) = places[n];
                             let outcome = match words.next().unwrap_or("?") {
                                 // Damage in the last acknowledged batch looks
                                 // like a crash's torn tail: dropped, counted.
                                 "mismatch" if tail(file, offset) => "last-batch-dropped",
                                 other => other,
                             };
-                            if ["panic", "mismatch", "refused-but-changed"].contains(&outcome) {
+                            if [
+                                "panic",
+                                "uncontained-panic",
+                                "contained-panic",
+                                "mismatch",
+                                "unverified-mismatch",
+                                "check-missed",
+                                "refused-but-changed",
+                            ]
+                            .contains(&outcome)
+                            {
                                 bad.push(format!("{outcome} at file {file} byte {offset}"));
                             }
                             *outcomes.entry(outcome.to_owned()).or_default() += 1;
+                            let unchecked: usize =
+                                words.next().and_then(|k| k.parse().ok()).unwrap_or(0);
+                            *outcomes
+                                .entry("unchecked-contained".to_owned())
+                                .or_default() += unchecked;
                             current = None;
                             from = n + 1;
                         }
@@ -416,7 +546,7 @@ fn sweep(
         match current {
             // The case it was running died with it.
             Some(n) => {
-                let (file, offset) = places[n];
+                let (file, offset, _) = places[n];
                 bad.push(format!("{ended} ({status:?}) at file {file} byte {offset}"));
                 *outcomes.entry(ended.to_owned()).or_default() += 1;
                 from = n + 1;

@@ -758,13 +758,37 @@ fn a_journal_that_does_not_belong_is_refused_untouched() {
 
 /// Every file in `path`'s directory, with its contents: what a refusal
 /// must leave exactly as it was (nothing changed, nothing created).
-fn files_beside(path: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+/// The bytes of every file beside `path` (and its own).
+fn bytes_beside(path: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    files_beside(path)
+        .into_iter()
+        .map(|(p, (bytes, ..))| (p, bytes))
+        .collect()
+}
+
+/// Every file beside `path` (and it): its bytes, modification time and
+/// permissions. Equal before and after means nothing was written, made,
+/// removed, or touched.
+#[allow(clippy::type_complexity)]
+fn files_beside(
+    path: &Path,
+) -> std::collections::BTreeMap<PathBuf, (Vec<u8>, Option<std::time::SystemTime>, u32)> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{e}"))
         .map_while(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| (e.path(), std::fs::read(e.path()).unwrap_or_default()))
+        .map(|e| {
+            let meta = std::fs::metadata(e.path()).ok();
+            (
+                e.path(),
+                (
+                    std::fs::read(e.path()).unwrap_or_default(),
+                    meta.as_ref().and_then(|m| m.modified().ok()),
+                    meta.map_or(0, |m| m.permissions().mode()),
+                ),
+            )
+        })
         .collect()
 }
 
@@ -810,7 +834,7 @@ fn a_crashed_store_refuses_a_journal_it_cannot_trust_and_changes_nothing() {
         p.push(format!("-wal{n}"));
         PathBuf::from(p)
     });
-    let pristine = files_beside(&path);
+    let pristine = bytes_beside(&path);
     assert!(pristine.contains_key(&wal0) && pristine.contains_key(&wal1));
     let journal = pristine[&wal0].clone();
     type Damage = Box<dyn Fn()>;
@@ -943,19 +967,87 @@ fn foreign_redb(path: &Path) {
     txn.commit().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The tables as format 6 lays them out.
+const RECORDS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("waggle_records");
+const META: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("waggle_metadata");
+/// The tables before format 6, keyed by `&str`.
+const LEGACY_META: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("waggle_meta");
+const LEGACY_RECORDS: redb::TableDefinition<&str, &[u8]> =
+    redb::TableDefinition::new("waggle_environments");
+
 /// Sets (`Some`) or removes (`None`) metadata keys of a closed store.
 fn set_meta(path: &Path, edits: &[(&str, Option<&str>)]) {
     let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
     let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
     {
-        let table: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("waggle_meta");
-        let mut t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
+        let mut t = txn.open_table(META).unwrap_or_else(|e| panic!("{e}"));
+        for &(key, value) in edits {
+            match value {
+                Some(value) => t.insert(key.as_bytes(), value.as_bytes()).map(drop),
+                None => t.remove(key.as_bytes()).map(drop),
+            }
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    txn.commit().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Like [`set_meta`], on a store in the layout before format 6.
+fn set_legacy_meta(path: &Path, edits: &[(&str, Option<&str>)]) {
+    let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+    {
+        let mut t = txn
+            .open_table(LEGACY_META)
+            .unwrap_or_else(|e| panic!("{e}"));
         for &(key, value) in edits {
             match value {
                 Some(value) => t.insert(key, value).map(drop),
                 None => t.remove(key).map(drop),
             }
             .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    txn.commit().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Turns a closed store into the layout before format 6 (tables keyed
+/// by `&str`), at `format_version` 5: what 0.4 and earlier wrote.
+fn to_legacy_layout(path: &Path) {
+    use redb::ReadableTable;
+    let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+    {
+        let read = |t: &redb::Table<&[u8], &[u8]>| -> Vec<(Vec<u8>, Vec<u8>)> {
+            t.iter()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .map_while(Result::ok)
+                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .collect()
+        };
+        let meta = read(&txn.open_table(META).unwrap_or_else(|e| panic!("{e}")));
+        let records = read(&txn.open_table(RECORDS).unwrap_or_else(|e| panic!("{e}")));
+        for name in ["waggle_meta", "waggle_metadata", "waggle_records"] {
+            // By name: the handle's types are not checked.
+            txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new(name))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap_or_else(|e| panic!("{e}"));
+        let mut t = txn
+            .open_table(LEGACY_META)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (k, v) in &meta {
+            t.insert(text(k).as_str(), text(v).as_str())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        t.insert("format_version", "5")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut t = txn
+            .open_table(LEGACY_RECORDS)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (k, v) in &records {
+            t.insert(text(k).as_str(), v.as_slice())
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
     txn.commit().unwrap_or_else(|e| panic!("{e}"));
@@ -969,7 +1061,8 @@ fn a_version_1_store_is_upgraded() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("waggle.db");
     valid_store(&path, 5);
-    set_meta(
+    to_legacy_layout(&path);
+    set_legacy_meta(
         &path,
         &[
             ("format_version", Some("1")),
@@ -977,7 +1070,7 @@ fn a_version_1_store_is_upgraded() {
             ("journal_next", None),
         ],
     );
-    assert_eq!(meta(&path, "journal_id"), None);
+    assert_eq!(legacy_meta(&path, "journal_id"), None);
     rt().block_on(async {
         let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.count().await.ok(), Some(5));
@@ -1007,14 +1100,30 @@ fn raw_values(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     use redb::{ReadableDatabase, ReadableTable};
     let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
     let txn = db.begin_read().unwrap_or_else(|e| panic!("{e}"));
-    let table: redb::TableDefinition<&str, &[u8]> =
-        redb::TableDefinition::new("waggle_environments");
-    let t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
+    let t = txn.open_table(RECORDS).unwrap_or_else(|e| panic!("{e}"));
     t.iter()
         .unwrap_or_else(|e| panic!("{e}"))
         .map_while(Result::ok)
-        .map(|(k, v)| (k.value().to_owned(), v.value().to_vec()))
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k.value()).into_owned(),
+                v.value().to_vec(),
+            )
+        })
         .collect()
+}
+
+/// Writes raw values into a closed store's records table.
+fn put_raw(path: &Path, values: &[(&[u8], &[u8])]) {
+    let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+    {
+        let mut t = txn.open_table(RECORDS).unwrap_or_else(|e| panic!("{e}"));
+        for (k, v) in values {
+            t.insert(*k, *v).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    txn.commit().unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A format 2 store (records without a checksum, no `journal_state`), one
@@ -1027,15 +1136,16 @@ fn a_format_2_store_reads_and_upgrades() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("waggle.db");
     valid_store(&path, 4);
+    to_legacy_layout(&path);
     // Back to format 2: plain records, no journal state.
     let written: Vec<Environment> = (0..4).map(|i| env(&format!("v{i:04}"))).collect();
     {
         let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
         let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
         {
-            let table: redb::TableDefinition<&str, &[u8]> =
-                redb::TableDefinition::new("waggle_environments");
-            let mut t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
+            let mut t = txn
+                .open_table(LEGACY_RECORDS)
+                .unwrap_or_else(|e| panic!("{e}"));
             for e in &written {
                 let plain = waggle_store::record::encode(e).unwrap_or_default();
                 let value = if e.id == "v0002" {
@@ -1052,11 +1162,21 @@ fn a_format_2_store_reads_and_upgrades() {
         }
         txn.commit().unwrap_or_else(|e| panic!("{e}"));
     }
-    set_meta(
+    set_legacy_meta(
         &path,
         &[("format_version", Some("2")), ("journal_state", None)],
     );
-    assert_eq!(raw_values(&path)["v0001"].first(), Some(&b'{'));
+    // Before its first writable open it is refused read-only, untouched.
+    let before = files_beside(&path);
+    let refused = RedbStore::open_read_only(&path).map(drop);
+    assert!(
+        matches!(&refused, Err(Error::Open { reason, .. }) if reason.contains("older waggle-store")),
+        "{refused:?}"
+    );
+    assert!(
+        files_beside(&path) == before,
+        "a refused open changed a file"
+    );
     let rewritten = rt().block_on(async {
         let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
         let all = store.find_all().await.unwrap_or_else(|e| panic!("{e}"));
@@ -1097,7 +1217,19 @@ fn a_format_2_store_reads_and_upgrades() {
         Some(&b'{'),
         "untouched: as it was (format 2)"
     );
-    assert_eq!(meta(&path, "format_version").as_deref(), Some("5"));
+    assert_eq!(meta(&path, "format_version").as_deref(), Some("6"));
+    // Older builds read the old metadata table: it says the file is newer.
+    assert_eq!(legacy_meta(&path, "format_version").as_deref(), Some("6"));
+    assert_eq!(
+        legacy_tables(&path),
+        [
+            "waggle_changes",
+            "waggle_history",
+            "waggle_meta",
+            "waggle_metadata",
+            "waggle_records"
+        ]
+    );
     // The history starts with the upgrade: nothing before it is missing
     // here (every older record is at revision 0), and the rewrite is in it.
     assert_eq!(meta(&path, "history").as_deref(), Some("on"));
@@ -1128,11 +1260,37 @@ fn meta(path: &Path, key: &str) -> Option<String> {
     use redb::ReadableDatabase;
     let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
     let txn = db.begin_read().unwrap_or_else(|e| panic!("{e}"));
-    let table: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("waggle_meta");
-    let t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
+    let t = txn.open_table(META).unwrap_or_else(|e| panic!("{e}"));
+    t.get(key.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|v| String::from_utf8_lossy(v.value()).into_owned())
+}
+
+/// One value of the metadata table older builds read.
+fn legacy_meta(path: &Path, key: &str) -> Option<String> {
+    use redb::ReadableDatabase;
+    let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let txn = db.begin_read().unwrap_or_else(|e| panic!("{e}"));
+    let t = txn
+        .open_table(LEGACY_META)
+        .unwrap_or_else(|e| panic!("{e}"));
     t.get(key)
         .unwrap_or_else(|e| panic!("{e}"))
         .map(|v| v.value().to_owned())
+}
+
+/// The names of a closed store's tables, sorted.
+fn legacy_tables(path: &Path) -> Vec<String> {
+    use redb::{ReadableDatabase, TableHandle};
+    let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let txn = db.begin_read().unwrap_or_else(|e| panic!("{e}"));
+    let mut names: Vec<String> = txn
+        .list_tables()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|t| t.name().to_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Every bad file is refused with an error naming the path, without a
@@ -1423,27 +1581,16 @@ fn undecodable_record_is_reported_corrupt() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("waggle.db");
     valid_store(&path, 3);
-    {
-        let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
-        {
-            let table: redb::TableDefinition<&str, &[u8]> =
-                redb::TableDefinition::new("waggle_environments");
-            let mut t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
-            t.insert(
-                "v0001",
-                b"{\"schema_version\":1,\"environment\":{\"id\":".as_slice(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            let newer =
-                String::from_utf8(waggle_store::record::encode(&env("v0002")).unwrap_or_default())
-                    .unwrap_or_default()
-                    .replace("\"schema_version\":1", "\"schema_version\":5");
-            t.insert("v0002", newer.as_bytes())
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        txn.commit().unwrap_or_else(|e| panic!("{e}"));
-    }
+    let newer = String::from_utf8(waggle_store::record::encode(&env("v0002")).unwrap_or_default())
+        .unwrap_or_default()
+        .replace("\"schema_version\":1", "\"schema_version\":5");
+    put_raw(
+        &path,
+        &[
+            (b"v0001", b"{\"schema_version\":1,\"environment\":{\"id\":"),
+            (b"v0002", newer.as_bytes()),
+        ],
+    );
     rt().block_on(async {
         let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
         match store.find_by_id("v0001").await {
@@ -1533,20 +1680,15 @@ fn a_corrupt_record_can_be_deleted_or_overwritten() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("waggle.db");
     valid_store(&path, 4);
-    {
-        let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
-        {
-            let table: redb::TableDefinition<&str, &[u8]> =
-                redb::TableDefinition::new("waggle_environments");
-            let mut t = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
-            for id in ["v0001", "v0002", "v0003"] {
-                t.insert(id, b"\x02 not what was sealed".as_slice())
-                    .unwrap_or_else(|e| panic!("{e}"));
-            }
-        }
-        txn.commit().unwrap_or_else(|e| panic!("{e}"));
-    }
+    let garbage: &[u8] = b"\x02 not what was sealed";
+    put_raw(
+        &path,
+        &[
+            (b"v0001", garbage),
+            (b"v0002", garbage),
+            (b"v0003", garbage),
+        ],
+    );
     rt().block_on(async {
         let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(
@@ -2052,4 +2194,107 @@ fn crash_with_journal(path: &Path) {
     }
     let _ = proc.kill();
     let _ = proc.wait();
+}
+
+/// A key damaged where the page check cannot see it (its page's checksum
+/// made anew, as redb does for a write behind the store's back): bytes
+/// that are not UTF-8. Reads that meet it return `Corrupt` naming it, the
+/// other records still read, `check` lists it — and no panic happens
+/// anywhere (none contained either).
+/// Held by the tests that count contained panics (a process-wide count).
+static COUNTING_PANICS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn a_damaged_key_is_corrupt_never_a_panic() {
+    let _counting = COUNTING_PANICS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    valid_store(&path, 4);
+    let value = raw_values(&path)["v0001"].clone();
+    put_raw(&path, &[(b"v\xff0001", value.as_slice())]);
+    let panics = waggle_store::store::redb::contained_panics();
+    rt().block_on(async {
+        for read_only in [false, true] {
+            let store = if read_only {
+                RedbStore::open_read_only(&path)
+            } else {
+                RedbStore::open(&path)
+            }
+            .unwrap_or_else(|e| panic!("{e}"));
+            match store.find_all().await {
+                Err(Error::Corrupt { id, reason }) => {
+                    assert_eq!(id, "v\u{fffd}0001");
+                    assert!(reason.contains("ff30303031"), "{reason}");
+                    assert!(reason.contains("not UTF-8"), "{reason}");
+                }
+                other => panic!("read_only {read_only}: expected Corrupt, got {other:?}"),
+            }
+            assert!(store.find_by_id("v0002").await.is_ok());
+            assert!(matches!(
+                store.find_by_id("v\u{fffd}0001").await,
+                Err(Error::NotFound { .. })
+            ));
+            drop(store);
+        }
+    });
+    let report = RedbStore::check(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!report.is_ok(), "{report:?}");
+    assert_eq!(report.records_ok, 4);
+    assert!(
+        matches!(report.corrupt.as_slice(), [(id, why)] if id == "v\u{fffd}0001" && why.contains("key is damaged")),
+        "{report:?}"
+    );
+    assert_eq!(
+        waggle_store::store::redb::contained_panics(),
+        panics,
+        "a panic was caught on the way"
+    );
+    println!(
+        "a damaged key: Corrupt from find_all (writable and read-only), listed by check, 0 panics"
+    );
+}
+
+/// A file written before format 6 whose record key was damaged to bytes
+/// that are not UTF-8 (there, redb decodes keys as `&str` and panics):
+/// with the page check it is refused as damaged pages; without it, the
+/// upgrade meets the key, the panic inside redb is contained quietly, and
+/// the open is refused as Corrupt naming where — every file as it was.
+#[test]
+fn a_damaged_key_in_an_older_file_refuses_its_upgrade_untouched() {
+    let _counting = COUNTING_PANICS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    valid_store(&path, 4);
+    to_legacy_layout(&path);
+    let mut bytes = std::fs::read(&path).unwrap_or_default();
+    // The key, not the id inside the record (after `"`) or the name
+    // (after a space).
+    let mut flipped = 0;
+    for at in 1..bytes.len().saturating_sub(5) {
+        if bytes[at..].starts_with(b"v0002") && bytes[at - 1] != b'"' && bytes[at - 1] != b' ' {
+            bytes[at + 1] ^= 0x80;
+            flipped += 1;
+        }
+    }
+    assert!(flipped > 0, "the key was not found");
+    write(&path, &bytes);
+    let before = files_beside(&path);
+    match RedbStore::open(&path) {
+        Err(e @ Error::Open { .. }) => assert!(e.to_string().contains("corrupt"), "{e}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let panics = waggle_store::store::redb::contained_panics();
+    match RedbStore::open_with(&path, RedbOptions::default().verify_on_open(false)) {
+        Err(e @ Error::Open { .. }) => {
+            assert!(e.to_string().contains("key is damaged"), "{e}");
+            assert!(e.to_string().contains("v0001"), "names where: {e}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(waggle_store::store::redb::contained_panics() > panics);
+    assert!(files_beside(&path) == before, "a refusal changed a file");
 }

@@ -10,23 +10,45 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, DatabaseError, ReadTransaction, ReadableDatabase, StorageError, TableDefinition,
-    TableHandle,
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, StorageError,
+    TableDefinition, TableHandle, WriteTransaction,
 };
 
+use super::contain::quietly;
 use super::journal::Expect;
 use crate::error::{Error, Result};
 use crate::record;
 
-pub(super) const RECORDS: TableDefinition<&str, &[u8]> =
+/// The records (format 6): id (its UTF-8 bytes) → value. Keys are bytes,
+/// not `&str`, so that a damaged key is read as bytes and reported as
+/// [`Error::Corrupt`] by [`key_id`]: redb unwraps the UTF-8 of a `&str`
+/// it reads, so a flipped bit there was a panic.
+pub(super) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("waggle_records");
+/// The records table, opened for reading.
+pub(super) type RecordsTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+/// The metadata (format 6): key → value, both ASCII text kept as bytes
+/// ([`RECORDS`] says why); read through [`meta_text`].
+pub(super) const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("waggle_metadata");
+/// The metadata before format 6. A newer file keeps it with only
+/// `format`, `format_version` and `schema_version`, so that an older
+/// build still refuses the file as newer; this build reads it only to
+/// upgrade an older file ([`upgrade_layout`]).
+pub(super) const LEGACY_META: TableDefinition<&str, &str> = TableDefinition::new("waggle_meta");
+/// The records before format 6, keyed by `&str`.
+pub(super) const LEGACY_RECORDS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("waggle_environments");
-pub(super) const META: TableDefinition<&str, &str> = TableDefinition::new("waggle_meta");
 /// The history (format 5): the first revision of a block of changes → the
 /// block ([`history`](super::history)).
 pub(super) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("waggle_changes");
 /// Each id's revisions, one entry per checkpoint that wrote it
 /// ([`history`](super::history)).
 pub(super) const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("waggle_history");
+
+/// The metadata keys an older build reads to decide whether it opens a
+/// file: kept in [`LEGACY_META`] too.
+const IDENTITY: [&str; 3] = ["format", "format_version", "schema_version"];
+/// The first format whose tables are keyed by bytes.
+const BYTES_LAYOUT: u32 = 6;
 
 /// The value of the `format` metadata key in every waggle store.
 pub const FORMAT_NAME: &str = "waggle-store";
@@ -44,7 +66,12 @@ pub const FORMAT_NAME: &str = "waggle-store";
 /// `waggle_history`, metadata `history` and `pruned_through`, and journal
 /// frames that carry each write's time and origin. A version 4 build would
 /// write without recording changes, a gap nobody would see.
-pub const FORMAT_VERSION: u32 = 5;
+/// Version 6 keys the records and the metadata by bytes (tables
+/// `waggle_records` and `waggle_metadata`), so that a damaged key is
+/// reported, not a panic; `waggle_meta` keeps only what tells an older
+/// build to refuse the file. An older file is upgraded by its first
+/// writable open, in one commit.
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Metadata key: the id in the journal's header, so a journal is never
 /// replayed into another store.
@@ -159,6 +186,10 @@ pub(super) fn storage<E: std::error::Error + Send + Sync + 'static>(
 pub(super) enum Layout {
     /// Our tables, at a version we read.
     Ours,
+    /// Our tables as a build before format 6 wrote them (keyed by `&str`):
+    /// upgraded by a writable open ([`upgrade_layout`]), refused by a
+    /// read-only one.
+    Legacy,
     /// No tables at all: a new file, or one whose initialising commit never
     /// landed. Initialised on a writable open.
     Empty,
@@ -182,7 +213,7 @@ pub(super) fn snapshot(
 /// [`Error::Open`] naming the path: a storage error here means damage.
 pub(super) fn inspect_opening(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
     inspect(path, txn).map_err(|e| match e {
-        Error::Storage { .. } => damaged(path, &e),
+        Error::Storage { .. } | Error::Corrupt { .. } => damaged(path, &e),
         e => e,
     })
 }
@@ -193,32 +224,59 @@ fn inspect(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
         .map_err(storage("listing tables"))?
         .map(|t| t.name().to_owned())
         .collect();
-    if !tables.iter().any(|t| t == META.name()) {
-        if tables.is_empty() {
-            return Ok(Layout::Empty);
-        }
-        return Err(open_error(
-            path,
-            format!(
-                "it is a redb database of another application (tables: {})",
-                tables.join(", ")
-            ),
-            HINT_FOREIGN,
-        ));
-    }
-    let meta = txn.open_table(META).map_err(|e| {
+    let has = |name: &str| tables.iter().any(|t| t == name);
+    let unreadable = |e: redb::TableError| {
         open_error(
             path,
             format!("its metadata table cannot be read: {e}"),
             HINT_CORRUPT,
         )
-    })?;
-    let get = |key: &str| -> Result<Option<String>> {
-        Ok(meta
-            .get(key)
-            .map_err(storage("reading metadata"))?
-            .map(|v| v.value().to_owned()))
     };
+    if has(META.name()) {
+        let meta = txn.open_table(META).map_err(unreadable)?;
+        let version = identity(path, |key| meta_text(&meta, key))?;
+        if version < BYTES_LAYOUT {
+            return Err(open_error(
+                path,
+                format!(
+                    "its format_version is {version}, but it has the tables of format {BYTES_LAYOUT}"
+                ),
+                HINT_CORRUPT,
+            ));
+        }
+        return Ok(Layout::Ours);
+    }
+    if has(LEGACY_META.name()) {
+        let meta = txn.open_table(LEGACY_META).map_err(unreadable)?;
+        let version = identity(path, |key| legacy_text(&meta, key))?;
+        if version >= BYTES_LAYOUT {
+            return Err(open_error(
+                path,
+                format!(
+                    "its format_version is {version}, but its table {} is missing",
+                    META.name()
+                ),
+                HINT_CORRUPT,
+            ));
+        }
+        return Ok(Layout::Legacy);
+    }
+    if tables.is_empty() {
+        return Ok(Layout::Empty);
+    }
+    Err(open_error(
+        path,
+        format!(
+            "it is a redb database of another application (tables: {})",
+            tables.join(", ")
+        ),
+        HINT_FOREIGN,
+    ))
+}
+
+/// Whether the metadata `get` reads names a waggle store this build
+/// reads; its format version if so.
+fn identity(path: &Path, get: impl Fn(&str) -> Result<Option<String>>) -> Result<u32> {
     if get("format")?.as_deref() != Some(FORMAT_NAME) {
         return Err(open_error(
             path,
@@ -226,13 +284,18 @@ fn inspect(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
             HINT_FOREIGN,
         ));
     }
+    let mut format = 0;
     for (key, supported) in [
         ("format_version", FORMAT_VERSION),
         ("schema_version", record::SCHEMA_VERSION),
     ] {
         let found = get(key)?.and_then(|v| v.parse::<u32>().ok());
         match found {
-            Some(v) if v <= supported => {}
+            Some(v) if v <= supported => {
+                if key == "format_version" {
+                    format = v;
+                }
+            }
             Some(v) => {
                 return Err(open_error(
                     path,
@@ -249,7 +312,148 @@ fn inspect(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
             }
         }
     }
-    Ok(Layout::Ours)
+    Ok(format)
+}
+
+/// A record's key as the id it is. Damage that left bytes which are not
+/// UTF-8 is [`Error::Corrupt`], naming the key as best it can be shown.
+pub(super) fn key_id(key: &[u8]) -> Result<&str> {
+    std::str::from_utf8(key).map_err(|_| Error::Corrupt {
+        id: String::from_utf8_lossy(key).into_owned(),
+        reason: format!(
+            "its key is damaged: the bytes {} are not UTF-8",
+            key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    })
+}
+
+/// The metadata value under `key`, as text; damage is
+/// [`Error::Corrupt`].
+pub(super) fn meta_text<T>(meta: &T, key: &str) -> Result<Option<String>>
+where
+    T: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    let Some(value) = meta
+        .get(key.as_bytes())
+        .map_err(storage("reading metadata"))?
+    else {
+        return Ok(None);
+    };
+    match std::str::from_utf8(value.value()) {
+        Ok(text) => Ok(Some(text.to_owned())),
+        Err(_) => Err(Error::Corrupt {
+            id: format!("(metadata {key})"),
+            reason: "its value is damaged: not UTF-8".to_owned(),
+        }),
+    }
+}
+
+/// The number the metadata holds under `key` (0 if missing); damage is
+/// [`Error::Corrupt`].
+pub(super) fn meta_number_in<T>(meta: &T, key: &str) -> Result<u64>
+where
+    T: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    match meta_text(meta, key)? {
+        None => Ok(0),
+        Some(v) => v.parse::<u64>().map_err(|_| Error::Corrupt {
+            id: format!("(metadata {key})"),
+            reason: format!("{v:?} is not a number"),
+        }),
+    }
+}
+
+/// A value of the metadata before format 6, whose `&str` redb decodes
+/// with a panic when damage left bytes that are not UTF-8: the panic is
+/// caught [`quietly`] and is [`Error::Corrupt`].
+fn legacy_text<T>(meta: &T, key: &str) -> Result<Option<String>>
+where
+    T: ReadableTable<&'static str, &'static str>,
+{
+    let Some(value) = meta.get(key).map_err(storage("reading metadata"))? else {
+        return Ok(None);
+    };
+    quietly(|| value.value().to_owned())
+        .map(Some)
+        .map_err(|_| Error::Corrupt {
+            id: format!("(metadata {key})"),
+            reason: "its value is damaged: not UTF-8".to_owned(),
+        })
+}
+
+/// Moves a file written before format 6 to the byte-keyed tables, in one
+/// commit: every record and metadata entry as it was, `waggle_meta` left
+/// with only what tells an older build to refuse the file. A key or
+/// value that is not UTF-8 (damage) is [`Error::Corrupt`] and nothing is
+/// written: the file stays as it was, for a backup or the older build.
+pub(super) fn upgrade_layout(db: &Database) -> Result<()> {
+    let context = "upgrading the store's tables to format 6";
+    let txn = db.begin_write().map_err(storage(context))?;
+    {
+        let legacy = txn.open_table(LEGACY_META).map_err(storage(context))?;
+        let mut meta = txn.open_table(META).map_err(storage(context))?;
+        for entry in legacy.iter().map_err(storage(context))? {
+            let (key, value) = entry.map_err(storage(context))?;
+            let (key, value) = quietly(|| (key.value().to_owned(), value.value().to_owned()))
+                .map_err(|_| Error::Corrupt {
+                    id: "(metadata)".to_owned(),
+                    reason: "a key or value is damaged: not UTF-8".to_owned(),
+                })?;
+            meta.insert(key.as_bytes(), value.as_bytes())
+                .map_err(storage(context))?;
+        }
+        let old = txn.open_table(LEGACY_RECORDS).map_err(storage(context))?;
+        let mut records = txn.open_table(RECORDS).map_err(storage(context))?;
+        let mut after: Option<String> = None;
+        for entry in old.iter().map_err(storage(context))? {
+            let (key, value) = entry.map_err(storage(context))?;
+            let Ok(id) = quietly(|| key.value().to_owned()) else {
+                return Err(Error::Corrupt {
+                    id: after.map_or_else(
+                        || "(the first record)".to_owned(),
+                        |a| format!("(the record after {a:?})"),
+                    ),
+                    reason: "its key is damaged (not UTF-8) in a file written before format 6, which cannot be upgraded: restore it from a backup, or export it with the build that wrote it".to_owned(),
+                });
+            };
+            records
+                .insert(id.as_bytes(), value.value())
+                .map_err(storage(context))?;
+            after = Some(id);
+        }
+    }
+    txn.delete_table(LEGACY_RECORDS).map_err(storage(context))?;
+    let version = FORMAT_VERSION.to_string();
+    {
+        let mut meta = txn.open_table(META).map_err(storage(context))?;
+        meta.insert("format_version".as_bytes(), version.as_bytes())
+            .map_err(storage(context))?;
+    }
+    mirror_identity(&txn, context)?;
+    txn.commit().map_err(storage(context))?;
+    tracing::info!("upgraded the store's tables to format {FORMAT_VERSION}");
+    Ok(())
+}
+
+/// Rewrites [`LEGACY_META`] to hold only the [`IDENTITY`] keys, copied
+/// from [`META`]: what an older build reads to refuse the file.
+fn mirror_identity(txn: &WriteTransaction, context: &'static str) -> Result<()> {
+    let meta = txn.open_table(META).map_err(storage(context))?;
+    let values = IDENTITY
+        .iter()
+        .map(|key| Ok((*key, meta_text(&meta, key)?)))
+        .collect::<Result<Vec<_>>>()?;
+    drop(meta);
+    txn.delete_table(LEGACY_META).map_err(storage(context))?;
+    let mut legacy = txn.open_table(LEGACY_META).map_err(storage(context))?;
+    for (key, value) in values {
+        if let Some(value) = value {
+            legacy
+                .insert(key, value.as_str())
+                .map_err(storage(context))?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` and missing parents with mode 0700, fsyncing each parent
@@ -315,15 +519,20 @@ pub(super) fn set_journal_state(db: &Database, open: bool) -> Result<()> {
 }
 
 /// Writes `pairs` into the metadata table in one durable commit that also
-/// makes sure the records table exists.
+/// makes sure the records table exists, and keeps what an older build
+/// reads in [`LEGACY_META`].
 fn put_meta(db: &Database, context: &'static str, pairs: &[(&str, &str)]) -> Result<()> {
     let txn = db.begin_write().map_err(storage(context))?;
     {
         let mut meta = txn.open_table(META).map_err(storage(context))?;
         for (k, v) in pairs {
-            meta.insert(*k, *v).map_err(storage(context))?;
+            meta.insert(k.as_bytes(), v.as_bytes())
+                .map_err(storage(context))?;
         }
         txn.open_table(RECORDS).map_err(storage(context))?;
+    }
+    if pairs.iter().any(|(k, _)| IDENTITY.contains(k)) {
+        mirror_identity(&txn, context)?;
     }
     txn.commit().map_err(storage(context))
 }
@@ -333,26 +542,13 @@ fn put_meta(db: &Database, context: &'static str, pairs: &[(&str, &str)]) -> Res
 pub(super) fn journal_meta(txn: &ReadTransaction) -> Result<Option<Expect>> {
     let meta = txn.open_table(META).map_err(storage("opening metadata"))?;
     let get = |key: &str| -> Result<Option<u64>> {
-        match meta.get(key).map_err(storage("reading metadata"))? {
+        match meta_text(&meta, key)? {
             None => Ok(None),
-            Some(v) => v
-                .value()
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| Error::Corrupt {
-                    id: format!("(metadata {key})"),
-                    reason: format!("{:?} is not a number", v.value()),
-                }),
+            Some(_) => meta_number_in(&meta, key).map(Some),
         }
     };
-    let required = match meta
-        .get(JOURNAL_STATE)
-        .map_err(storage("reading metadata"))?
-    {
-        Some(v) => v.value() == "open",
-        // Before format 3: nothing is known.
-        None => false,
-    };
+    // Before format 3: nothing is known.
+    let required = meta_text(&meta, JOURNAL_STATE)?.as_deref() == Some("open");
     match (get(JOURNAL_ID)?, get(JOURNAL_NEXT)?) {
         (Some(id), Some(next)) => Ok(Some(Expect { id, next, required })),
         _ => Ok(None),
@@ -362,13 +558,7 @@ pub(super) fn journal_meta(txn: &ReadTransaction) -> Result<Option<Expect>> {
 /// The number the metadata holds under `key` (0 if missing).
 fn meta_number(txn: &ReadTransaction, key: &str) -> Result<u64> {
     let meta = txn.open_table(META).map_err(storage("opening metadata"))?;
-    match meta.get(key).map_err(storage("reading metadata"))? {
-        None => Ok(0),
-        Some(v) => v.value().parse::<u64>().map_err(|_| Error::Corrupt {
-            id: format!("(metadata {key})"),
-            reason: format!("{:?} is not a number", v.value()),
-        }),
-    }
+    meta_number_in(&meta, key)
 }
 
 /// The highest revision the file says was issued (0 before format 4).
@@ -380,11 +570,8 @@ pub(super) fn last_revision(txn: &ReadTransaction) -> Result<u64> {
 /// highest revision whose change may be missing.
 pub(super) fn history_meta(txn: &ReadTransaction) -> Result<(bool, u64)> {
     let meta = txn.open_table(META).map_err(storage("opening metadata"))?;
-    let on = meta
-        .get(HISTORY_STATE)
-        .map_err(storage("reading metadata"))?
-        .is_some_and(|v| v.value() == "on");
-    Ok((on, meta_number(txn, PRUNED_THROUGH)?))
+    let on = meta_text(&meta, HISTORY_STATE)?.as_deref() == Some("on");
+    Ok((on, meta_number_in(&meta, PRUNED_THROUGH)?))
 }
 
 /// Records whether writers record the history from now on. Turning it on
@@ -393,12 +580,10 @@ pub(super) fn history_meta(txn: &ReadTransaction) -> Result<(bool, u64)> {
 pub(super) fn set_history(db: &Database, on: bool, last: u64) -> Result<()> {
     let txn = db.begin_read().map_err(storage("beginning a read"))?;
     let (was_on, pruned) = history_meta(&txn)?;
-    let recorded = txn
-        .open_table(META)
-        .map_err(storage("opening metadata"))?
-        .get(HISTORY_STATE)
-        .map_err(storage("reading metadata"))?
-        .is_some();
+    let recorded = {
+        let meta = txn.open_table(META).map_err(storage("opening metadata"))?;
+        meta_text(&meta, HISTORY_STATE)?.is_some()
+    };
     drop(txn);
     if was_on == on && recorded {
         return Ok(());

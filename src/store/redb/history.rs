@@ -39,7 +39,9 @@ use redb::{Database, ReadTransaction, ReadableTable, TableError, WriteTransactio
 
 use super::changes::{self, Bytes};
 use super::checksum;
-use super::file::{CHANGES, HISTORY, META, PRUNED_THROUGH, RECORDS, history_meta, storage};
+use super::file::{
+    CHANGES, HISTORY, META, PRUNED_THROUGH, RECORDS, history_meta, meta_number_in, storage,
+};
 use crate::error::{Error, Result};
 use crate::history::Change;
 use crate::revisions::Revision;
@@ -416,7 +418,7 @@ pub(super) fn prune(db: &Database, window: Duration) -> Result<usize> {
                 };
                 newer |= change.at >= cutoff;
                 let latest = records
-                    .get(change.id)
+                    .get(change.id.as_bytes())
                     .map_err(storage(context))?
                     .and_then(|v| checksum::open(v.value()).ok().map(|(r, _)| r))
                     == Some(change.revision);
@@ -475,13 +477,12 @@ pub(super) fn prune(db: &Database, window: Duration) -> Result<usize> {
         }
         let highest = gone.iter().map(|(r, _)| *r).max().unwrap_or(0);
         let mut meta = txn.open_table(META).map_err(storage(context))?;
-        let before = meta
-            .get(PRUNED_THROUGH)
-            .map_err(storage(context))?
-            .and_then(|v| v.value().parse::<u64>().ok())
-            .unwrap_or(0);
-        meta.insert(PRUNED_THROUGH, before.max(highest).to_string().as_str())
-            .map_err(storage(context))?;
+        let before = meta_number_in(&meta, PRUNED_THROUGH).unwrap_or(0);
+        meta.insert(
+            PRUNED_THROUGH.as_bytes(),
+            before.max(highest).to_string().as_bytes(),
+        )
+        .map_err(storage(context))?;
     }
     txn.commit().map_err(storage(context))?;
     Ok(gone.len())

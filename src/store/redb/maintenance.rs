@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use redb::{Database, DatabaseError, ReadableTable, StorageError};
 
-use super::file::{HINT_CORRUPT, database_error, io_error, storage};
+use super::contain::quietly;
+use super::file::{HINT_CORRUPT, database_error, io_error, key_id, storage};
 use super::{Handle, RedbStore, decode, open_records, read_only_view};
 use crate::error::{Error, Result};
 
 /// What [`RedbStore::check`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CheckReport {
     /// redb's page checksums and structure verified; `None` when the file
     /// is open for writing elsewhere and only the records were checked.
@@ -86,24 +88,13 @@ impl RedbStore {
         {
             report.corrupt.push(("(journal)".to_owned(), e.to_string()));
         }
-        let txn = handle.begin_read().map_err(storage("beginning a read"))?;
-        let table = open_records(&txn)?;
-        let judged = super::history::latest_changes(&txn)?;
-        for entry in table.iter().map_err(storage("reading"))? {
-            let (id, bytes) = entry.map_err(storage("reading"))?;
-            match decode(id.value(), bytes.value()) {
-                Ok(stored) => {
-                    report.records_ok += 1;
-                    if let Some(latest) = &judged {
-                        match latest.judge(id.value(), &stored) {
-                            Ok(true) => report.history_ok += 1,
-                            Ok(false) => {}
-                            Err(why) => report.history.push((id.value().to_owned(), why)),
-                        }
-                    }
-                }
-                Err(e) => report.corrupt.push((id.value().to_owned(), e.to_string())),
-            }
+        // After a failed page check, the pages are read unchecked: a panic
+        // inside redb there is one more damage found, quietly.
+        if let Err(what) = quietly(|| check_records(&handle, &mut report)) {
+            report.corrupt.push((
+                "(a damaged page)".to_owned(),
+                format!("the storage engine could not read it ({what}); the records it holds are not listed"),
+            ));
         }
         Ok(report)
     }
@@ -137,4 +128,37 @@ impl RedbStore {
             }),
         }
     }
+}
+
+/// Decodes every record of `handle`'s file into `report`, and judges each
+/// one's latest change.
+pub(super) fn check_records(handle: &Handle, report: &mut CheckReport) -> Result<()> {
+    let txn = handle.begin_read().map_err(storage("beginning a read"))?;
+    let table = open_records(&txn)?;
+    let judged = super::history::latest_changes(&txn)?;
+    for entry in table.iter().map_err(storage("reading"))? {
+        let (key, bytes) = entry.map_err(storage("reading"))?;
+        let id = match key_id(key.value()) {
+            Ok(id) => id,
+            Err(e) => {
+                let shown = e.id().unwrap_or_default().to_owned();
+                report.corrupt.push((shown, e.to_string()));
+                continue;
+            }
+        };
+        match decode(id, bytes.value()) {
+            Ok(stored) => {
+                report.records_ok += 1;
+                if let Some(latest) = &judged {
+                    match latest.judge(id, &stored) {
+                        Ok(true) => report.history_ok += 1,
+                        Ok(false) => {}
+                        Err(why) => report.history.push((id.to_owned(), why)),
+                    }
+                }
+            }
+            Err(e) => report.corrupt.push((id.to_owned(), e.to_string())),
+        }
+    }
+    Ok(())
 }

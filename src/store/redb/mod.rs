@@ -7,10 +7,12 @@
 //!
 //! # How it works
 //!
-//! * **Layout** ([`file`](self)). Table `waggle_environments` maps id → JSON
-//!   [record](crate::record::encode); table `waggle_meta` holds
+//! * **Layout** ([`file`](self)). Table `waggle_records` maps id (its bytes)
+//!   → JSON [record](crate::record::encode); table `waggle_metadata` holds
 //!   `format = "waggle-store"`, `format_version`, `schema_version` and the
-//!   journal's id and position. A file whose metadata is newer than this
+//!   journal's id and position; `waggle_meta` repeats the first three for
+//!   older builds. Keys are bytes, so a damaged one is reported, never a
+//!   panic. A file whose metadata is newer than this
 //!   build, or a redb file holding other tables and not ours, is refused
 //!   before anything is written to it.
 //! * **Writes** are group-committed by whoever *leads*
@@ -56,6 +58,7 @@
 mod cache;
 mod changes;
 mod checksum;
+mod contain;
 mod dry_run;
 #[cfg(test)]
 mod faults;
@@ -88,7 +91,7 @@ use self::file::{
     HINT_CORRUPT, HINT_DIR, HINT_FOREIGN, HINT_IO, HINT_NEWER, Layout, RECORDS, create_dirs,
     damaged, database_error, ensure_journal_meta, history_meta, initialise, inspect_opening,
     io_error, journal_meta, last_revision, open_error, resolve, set_history, set_journal_state,
-    snapshot, storage, sync_parent,
+    snapshot, storage, sync_parent, upgrade_layout,
 };
 use self::io_log::StoreFile;
 use self::journal::{Followed, Follower, Journal, JournalError};
@@ -108,6 +111,7 @@ use crate::record;
 use crate::repository::Repository;
 use crate::revisions::{Expected, Revision, Revisioned, Versioned};
 
+pub use self::contain::contained_panics;
 pub use self::file::{FORMAT_NAME, FORMAT_VERSION};
 pub use self::maintenance::CheckReport;
 
@@ -119,6 +123,71 @@ pub mod fuzzing {
     /// A value as the records table stores it, read as a store reads it.
     pub fn stored_value(data: &[u8]) {
         let _ = super::decode("fuzzed", data);
+    }
+
+    /// `data` as the rows of a store's records and metadata tables, keys
+    /// and values of any bytes (as damage leaves them: a flipped bit in a
+    /// key, a value cut short), read as an open, a read and `check` read
+    /// them. Each row: a byte whose low bit picks the table, the key's
+    /// length (one byte), the value's (two, little-endian), then the key
+    /// and the value.
+    pub fn stored_tables(data: &[u8]) {
+        use redb::ReadableDatabase;
+        let Ok(db) =
+            redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())
+        else {
+            return;
+        };
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let Ok(txn) = db.begin_write() else { return };
+        {
+            let (Ok(mut records), Ok(mut meta)) = (
+                txn.open_table(super::file::RECORDS),
+                txn.open_table(super::file::META),
+            ) else {
+                return;
+            };
+            let mut rest = data;
+            while let [which, k, v0, v1, tail @ ..] = rest {
+                let (k, v) = (usize::from(*k), usize::from(u16::from_le_bytes([*v0, *v1])));
+                let Some((key, tail)) = tail.split_at_checked(k) else {
+                    break;
+                };
+                let Some((value, tail)) = tail.split_at_checked(v.min(tail.len())) else {
+                    break;
+                };
+                let table = if which & 1 == 0 {
+                    &mut records
+                } else {
+                    &mut meta
+                };
+                if table.insert(key, value).is_err() {
+                    return;
+                }
+                if which & 1 == 0 {
+                    keys.push(key.to_vec());
+                }
+                rest = tail;
+            }
+        }
+        if txn.commit().is_err() {
+            return;
+        }
+        let Ok(txn) = db.begin_read() else { return };
+        let _ = super::file::inspect_opening(std::path::Path::new("fuzzed"), &txn);
+        let _ = super::file::journal_meta(&txn);
+        let _ = super::file::history_meta(&txn);
+        let _ = super::file::last_revision(&txn);
+        let overlay = super::pending::Overlay::default();
+        let _ = super::pending::find_all(&txn, &overlay);
+        let _ = super::pending::count(&txn, &overlay);
+        for key in keys {
+            if let Ok(id) = super::file::key_id(&key) {
+                let _ = super::pending::find(&txn, &overlay, id);
+            }
+        }
+        let mut report = super::CheckReport::default();
+        let _ = super::maintenance::check_records(&super::Handle::Write(db), &mut report);
     }
 
     /// `data` as a journal id, a `journal_next` and two journal files,
@@ -242,6 +311,7 @@ impl RedbOptions {
 /// group commit: under concurrency `commits` grows slower than
 /// `saves + deletes`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Saves applied and committed.
     pub saves: u64,
@@ -392,8 +462,10 @@ impl RedbStore {
                 }
             }
         };
-        if let Layout::Empty = inspect_opening(path, &snapshot(path, db.begin_read())?)? {
-            initialise(&db).map_err(|e| damaged(path, &e))?;
+        match inspect_opening(path, &snapshot(path, db.begin_read())?)? {
+            Layout::Empty => initialise(&db).map_err(|e| damaged(path, &e))?,
+            Layout::Legacy => upgrade_layout(&db).map_err(|e| damaged(path, &e))?,
+            Layout::Ours => {}
         }
         validate_origin(&options.history.origin)?;
         let (journal, count, last_revision) = recover(path, &db)?;
@@ -489,12 +561,24 @@ impl RedbStore {
             ),
             e => database_error(path, e),
         })?;
-        if let Layout::Empty = inspect_opening(path, &snapshot(path, ro.begin_read())?)? {
-            return Err(open_error(
-                path,
-                "it is an empty redb database, not a waggle store",
-                HINT_FOREIGN,
-            ));
+        match inspect_opening(path, &snapshot(path, ro.begin_read())?)? {
+            Layout::Ours => {}
+            Layout::Empty => {
+                return Err(open_error(
+                    path,
+                    "it is an empty redb database, not a waggle store",
+                    HINT_FOREIGN,
+                ));
+            }
+            Layout::Legacy => {
+                return Err(open_error(
+                    path,
+                    format!(
+                        "it was written by an older waggle-store (before format {FORMAT_VERSION}), whose tables are upgraded by its first writable open"
+                    ),
+                    "open it once for writing (start the server, or run `waggle-store check`), then read it. The file was not modified",
+                ));
+            }
         }
         Ok(Self {
             path: path.to_owned(),
@@ -598,21 +682,23 @@ impl RedbStore {
         let shared = self.shared.clone();
         let path = self.path.clone();
         let view = Arc::clone(&self.journal_view);
-        tokio::task::spawn_blocking(move || match shared {
-            Some(shared) => {
-                // Under the state lock: a checkpoint commits before it drops
-                // the pending writes, so these two always agree.
-                let (txn, overlay) = {
-                    let state = shared.state();
-                    let txn = db.begin_read().map_err(storage("beginning a read"))?;
-                    (txn, state.overlay())
-                };
-                f(&txn, overlay)
-            }
-            None => {
-                let (txn, overlay, _) = read_only_view(&db, &path, &view)?;
-                f(&txn, overlay)
-            }
+        tokio::task::spawn_blocking(move || {
+            read_quietly(|| match shared {
+                Some(shared) => {
+                    // Under the state lock: a checkpoint commits before it
+                    // drops the pending writes, so these two always agree.
+                    let (txn, overlay) = {
+                        let state = shared.state();
+                        let txn = db.begin_read().map_err(storage("beginning a read"))?;
+                        (txn, state.overlay())
+                    };
+                    f(&txn, overlay)
+                }
+                None => {
+                    let (txn, overlay, _) = read_only_view(&db, &path, &view)?;
+                    f(&txn, overlay)
+                }
+            })
         })
         .await
         .map_err(storage("running a read"))?
@@ -731,6 +817,10 @@ fn vet(path: &Path, options: &RedbOptions) -> Result<()> {
         .set_check_integrity_on_open(options.verify_on_open)
         .create_with_backend(view)
         .map_err(|e| database_error(path, e))?;
+    // An older file is judged as its upgrade will leave it (in memory).
+    if let Layout::Legacy = inspect_opening(path, &snapshot(path, db.begin_read())?)? {
+        upgrade_layout(&db).map_err(|e| damaged(path, &e))?;
+    }
     vet_snapshot(path, snapshot(path, db.begin_read())?)
 }
 
@@ -803,12 +893,29 @@ fn unreadable_journal(path: &Path, e: &Error) -> Error {
 /// Runs `f`, turning a panic inside the storage engine (redb, on a damaged
 /// page) into an error naming the file and `during` what it happened.
 fn not_panicking<T>(path: &Path, during: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+    contain::quietly(f).unwrap_or_else(|what| {
         Err(damaged(
             path,
-            &format!("the storage engine panicked while {during}"),
+            &format!("the storage engine failed while {during}: {what}"),
         ))
     })
+}
+
+/// Runs a read of pages no open may have checked (a read-only handle, a
+/// file opened without `verify_on_open`): a panic inside redb on a damaged
+/// page is [`Error::Corrupt`], quietly.
+fn read_quietly<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    contain::quietly(f).unwrap_or_else(|what| Err(damaged_page(&what)))
+}
+
+/// The error for a page redb could not read.
+fn damaged_page(what: &str) -> Error {
+    Error::Corrupt {
+        id: "(a damaged page)".to_owned(),
+        reason: format!(
+            "the storage engine could not read a page of the file ({what}); run `waggle-store check`"
+        ),
+    }
 }
 
 /// A FIFO, socket or device: reading it could block forever or mean nothing.
@@ -966,7 +1073,7 @@ fn read_only_view(
     ))
 }
 
-fn open_records(txn: &ReadTransaction) -> Result<redb::ReadOnlyTable<&'static str, &'static [u8]>> {
+fn open_records(txn: &ReadTransaction) -> Result<file::RecordsTable> {
     txn.open_table(RECORDS)
         .map_err(storage("opening the table"))
 }
@@ -1133,22 +1240,25 @@ impl RedbStore {
         let path = self.path.clone();
         let view = Arc::clone(&self.journal_view);
         let keep = move |bytes: &[u8]| changes::parse(bytes).is_ok_and(|c| keep(&c));
-        tokio::task::spawn_blocking(move || match shared {
-            Some(shared) => {
-                // Under the state lock, as for any read: the snapshot and
-                // the journaled changes agree.
-                let (txn, logged) = {
-                    let state = shared.state();
-                    let txn = db.begin_read().map_err(storage("beginning a read"))?;
-                    (txn, state.logged(&keep))
-                };
-                f(&txn, &logged)
-            }
-            None => {
-                let (txn, _, log) = read_only_view(&db, &path, &view)?;
-                let logged: Vec<changes::Bytes> = log.iter().filter(|b| keep(b)).cloned().collect();
-                f(&txn, &logged)
-            }
+        tokio::task::spawn_blocking(move || {
+            read_quietly(|| match shared {
+                Some(shared) => {
+                    // Under the state lock, as for any read: the snapshot
+                    // and the journaled changes agree.
+                    let (txn, logged) = {
+                        let state = shared.state();
+                        let txn = db.begin_read().map_err(storage("beginning a read"))?;
+                        (txn, state.logged(&keep))
+                    };
+                    f(&txn, &logged)
+                }
+                None => {
+                    let (txn, _, log) = read_only_view(&db, &path, &view)?;
+                    let logged: Vec<changes::Bytes> =
+                        log.iter().filter(|b| keep(b)).cloned().collect();
+                    f(&txn, &logged)
+                }
+            })
         })
         .await
         .map_err(storage("running a read"))?

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use super::changes::{self, Bytes};
-use super::file::storage;
+use super::file::{key_id, storage};
 use super::journal::Entry;
 use super::{decode, open_records};
 use crate::error::{Error, Result};
@@ -211,7 +211,7 @@ pub(super) fn find(txn: &ReadTransaction, overlay: &Overlay, id: &str) -> Result
         return value.clone().ok_or_else(|| Error::not_found(id));
     }
     let table = open_records(txn)?;
-    match table.get(id).map_err(storage("reading"))? {
+    match table.get(id.as_bytes()).map_err(storage("reading"))? {
         Some(bytes) => decode(id, bytes.value()),
         None => Err(Error::not_found(id)),
     }
@@ -229,8 +229,8 @@ pub(super) fn find_all(txn: &ReadTransaction, overlay: &Overlay) -> Result<Vec<V
     // count and the key order say so.
     let (mut rows, mut last) = (0_usize, String::new());
     for entry in table.iter().map_err(storage("reading"))? {
-        let (id, bytes) = entry.map_err(storage("reading"))?;
-        let id = id.value();
+        let (key, bytes) = entry.map_err(storage("reading"))?;
+        let id = key_id(key.value())?;
         if rows > 0 && last.as_str() >= id {
             return Err(damaged_table(format!("id {id:?} comes after {last:?}")));
         }
@@ -271,7 +271,7 @@ pub(super) fn count(txn: &ReadTransaction, overlay: &Overlay) -> Result<usize> {
         usize::try_from(table.len().map_err(storage("counting"))?).map_err(storage("counting"))?;
     for (id, value) in pending.iter() {
         let stored = table
-            .get(id.as_str())
+            .get(id.as_bytes())
             .map_err(storage("reading"))?
             .is_some();
         match (stored, value.is_some()) {

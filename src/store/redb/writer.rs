@@ -31,13 +31,14 @@ use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, TryLockError, mpsc};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use super::cache::Cache;
 use super::changes::{self, Bytes};
 use super::checksum;
-use super::file::{META, RECORDS, set_journal_state, storage};
+use super::contain::quietly;
+use super::file::{META, RECORDS, RecordsTable, meta_number_in, set_journal_state, storage};
 use super::journal::{AppendError, Entry, Journal};
 use super::pending::{Log, Pending, State};
 use crate::domain::Environment;
@@ -137,31 +138,32 @@ pub(super) fn commit_pending(
                     let record = record::encode(&v.env).map_err(storage("encoding the record"))?;
                     table
                         .insert(
-                            id.as_str(),
+                            id.as_bytes(),
                             checksum::seal(v.revision.get(), &record).as_slice(),
                         )
                         .map_err(storage("checkpointing"))?;
                 }
                 None => {
                     table
-                        .remove(id.as_str())
+                        .remove(id.as_bytes())
                         .map_err(storage("checkpointing"))?;
                 }
             }
         }
         let mut meta = txn.open_table(META).map_err(storage("opening metadata"))?;
-        meta.insert(super::file::JOURNAL_NEXT, next.to_string().as_str())
-            .map_err(storage("checkpointing"))?;
-        let stored = match meta
-            .get(super::file::LAST_REVISION)
-            .map_err(storage("checkpointing"))?
-        {
-            Some(v) => v.value().parse::<u64>().unwrap_or(0),
-            None => 0,
-        };
+        meta.insert(
+            super::file::JOURNAL_NEXT.as_bytes(),
+            next.to_string().as_bytes(),
+        )
+        .map_err(storage("checkpointing"))?;
+        // A damaged value is replaced: `last` is at least what it said.
+        let stored = meta_number_in(&meta, super::file::LAST_REVISION).unwrap_or(0);
         if last > stored {
-            meta.insert(super::file::LAST_REVISION, last.to_string().as_str())
-                .map_err(storage("checkpointing"))?;
+            meta.insert(
+                super::file::LAST_REVISION.as_bytes(),
+                last.to_string().as_bytes(),
+            )
+            .map_err(storage("checkpointing"))?;
         }
     }
     txn.commit().map_err(storage("committing a checkpoint"))
@@ -244,15 +246,13 @@ fn run_checkpoint(db: &Database, shared: &Shared, job: &Job, frozen: bool) -> Re
     let cache = &shared.cache;
     cache.begin_commit(job.pending.keys().map(String::as_str));
     // redb can panic on a damaged file; contain it.
-    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        commit_pending(db, &job.pending, &job.log, job.next, job.last)
-    }))
-    .unwrap_or_else(|_| {
-        Err(Error::storage(
-            "checkpointing",
-            "the storage engine panicked; run `waggle-store check`",
-        ))
-    });
+    let committed = quietly(|| commit_pending(db, &job.pending, &job.log, job.next, job.last))
+        .unwrap_or_else(|what| {
+            Err(Error::storage(
+                "checkpointing",
+                format!("the storage engine failed ({what}); run `waggle-store check`"),
+            ))
+        });
     cache.end_commit(committed.as_ref().ok().map(|()| &*job.pending));
     committed?;
     {
@@ -295,15 +295,14 @@ pub(super) fn checkpoint_loop(
         }
         *swept = Some(Instant::now());
         // redb can panic on a damaged file; contain it.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            super::history::prune(db, window)
-        })) {
+        match quietly(|| super::history::prune(db, window)) {
             Ok(Ok(n)) => tracing::debug!(removed = n, "pruned the history"),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "pruning the history failed; trying again later")
             }
-            Err(_) => tracing::warn!(
-                "pruning the history panicked (a damaged page?); run `waggle-store check`"
+            Err(what) => tracing::warn!(
+                panic = %what,
+                "pruning the history failed on a damaged page; run `waggle-store check`"
             ),
         }
     };
@@ -543,7 +542,7 @@ pub(super) struct Writer {
     pub(super) checkpoint_at: (u64, usize),
     /// A snapshot of the records table for existence checks, and the cache
     /// generation it was taken at.
-    pub(super) lookup: Option<(u64, redb::ReadOnlyTable<&'static str, &'static [u8]>)>,
+    pub(super) lookup: Option<(u64, RecordsTable)>,
     /// Makes the next drain fail.
     #[cfg(test)]
     pub(super) fail_drain: bool,
@@ -583,11 +582,10 @@ impl Writer {
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
         let n = ops.len();
         // redb can panic on a damaged file; contain it to this batch.
-        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply(ops)))
-            .unwrap_or_else(|_| {
-                let reason = "the storage engine panicked (a damaged page?): reopen the store; `waggle-store check` says what is damaged";
+        let results = quietly(|| self.apply(ops)).unwrap_or_else(|what| {
+                let reason = format!("the storage engine failed ({what}; a damaged page?): reopen the store; `waggle-store check` says what is damaged");
                 // Its state may be half-changed: no further write goes to it.
-                self.broken = Some(reason.to_owned());
+                self.broken = Some(reason.clone());
                 let e = Error::storage("writing", reason);
                 (0..n).map(|_| Err(same_failure(&e))).collect()
             });
@@ -733,7 +731,7 @@ impl Writer {
             self.lookup = Some((generation, table));
         }
         match &self.lookup {
-            Some((_, table)) => match table.get(id).map_err(storage("reading"))? {
+            Some((_, table)) => match table.get(id.as_bytes()).map_err(storage("reading"))? {
                 None => Ok(Held::Absent),
                 Some(value) => Ok(match checksum::open(value.value()) {
                     Ok((revision, _)) => Held::At(Revision::new(revision)),
