@@ -137,6 +137,7 @@ pub fn encode_lines<'a>(
 /// Why a JSON Lines export was refused by [`decode_lines`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {reason}")]
+#[non_exhaustive]
 pub struct LineError {
     /// The 1-based line number; 0 for the file as a whole.
     pub line: usize,

@@ -61,6 +61,7 @@ pub fn cases() -> u32 {
 
 /// A capability a backend may give the macro besides `fresh`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Capability {
     /// `reopen`: open the same storage again after the store is dropped.
     Reopen,
@@ -77,6 +78,7 @@ pub enum Capability {
 
 /// One check of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Check {
     /// The test's name.
     pub name: &'static str,

@@ -209,11 +209,7 @@ impl Repository for Broken {
             validate_id(&env.id)?;
         }
         if self.defect == Defect::RefusesLongestIds && env.id.len() >= 128 {
-            return Err(InvalidId {
-                id: env.id.clone(),
-                reason: "the id is too long",
-            }
-            .into());
+            return Err(InvalidId::new(env.id.clone(), "the id is too long").into());
         }
         if self.defect == Defect::BlocksEverySave {
             std::thread::sleep(Duration::from_millis(1));

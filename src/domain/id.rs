@@ -9,11 +9,23 @@ pub const MAX_ID_BYTES: usize = 128;
 /// Why an id was refused by [`validate_id`] (and so by every store's `save`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid environment id {id:?}: {reason}")]
+#[non_exhaustive]
 pub struct InvalidId {
     /// The refused id, as given.
     pub id: String,
     /// What is wrong with it.
     pub reason: &'static str,
+}
+
+impl InvalidId {
+    /// The refusal of `id`, saying why: for a backend whose own rules
+    /// are stricter than [`validate_id`]'s.
+    pub fn new(id: impl Into<String>, reason: &'static str) -> Self {
+        Self {
+            id: id.into(),
+            reason,
+        }
+    }
 }
 
 /// Checks that `id` can be stored: not empty, at most [`MAX_ID_BYTES`] bytes,

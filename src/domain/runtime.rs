@@ -43,6 +43,7 @@ impl fmt::Display for Runtime {
 /// A string that names no [`Runtime`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown runtime {value:?}: expected one of python, node, shell")]
+#[non_exhaustive]
 pub struct UnknownRuntime {
     /// The string that was given.
     pub value: String,

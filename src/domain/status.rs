@@ -77,6 +77,7 @@ impl fmt::Display for Status {
 #[error(
     "unknown status {value:?}: expected one of creating, running, destroying, destroyed, error"
 )]
+#[non_exhaustive]
 pub struct UnknownStatus {
     /// The string that was given.
     pub value: String,
@@ -98,6 +99,7 @@ impl FromStr for Status {
 /// A status change the lifecycle does not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid status transition from {from} to {to}")]
+#[non_exhaustive]
 pub struct InvalidTransition {
     /// The status the environment was in.
     pub from: Status,

@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SslMode {
     /// Never encrypt.
     Disable,
@@ -73,6 +74,7 @@ impl SslMode {
 
 /// The TLS settings a connection string asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsParams {
     /// `sslmode`.
     pub mode: SslMode,
