@@ -2064,24 +2064,6 @@ fn a_watcher_in_another_process_survives_the_writers_kill_9() {
     );
 }
 
-/// Every file in `dir`: its bytes and modification time.
-fn files_of(dir: &Path) -> std::collections::BTreeMap<String, (Vec<u8>, std::time::SystemTime)> {
-    std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .map_while(Result::ok)
-        .map(|f| {
-            let meta = f.metadata().unwrap_or_else(|e| panic!("{e}"));
-            (
-                f.file_name().to_string_lossy().into_owned(),
-                (
-                    std::fs::read(f.path()).unwrap_or_else(|e| panic!("{e}")),
-                    meta.modified().unwrap_or_else(|e| panic!("{e}")),
-                ),
-            )
-        })
-        .collect()
-}
-
 /// A store whose directory has become read-only (closed: its journal
 /// must be made), and one left by a crash whose journal files have become
 /// read-only: a writable open is refused, saying why, and every file is
@@ -2130,7 +2112,7 @@ fn a_refused_open_in_a_read_only_directory_changes_nothing() {
             std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o500))
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        let before = files_of(&store_dir);
+        let before = files_beside(&path);
         let mut open = child("open-for-write", &path);
         if root {
             // A copy of this binary the unprivileged user can run, wherever
@@ -2155,7 +2137,7 @@ fn a_refused_open_in_a_read_only_directory_changes_nothing() {
         }
         let out = open.output().unwrap_or_else(|e| panic!("{e}"));
         let said = String::from_utf8_lossy(&out.stdout);
-        let after = files_of(&store_dir);
+        let after = files_beside(&path);
         std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o700))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(
