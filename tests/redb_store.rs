@@ -1625,23 +1625,10 @@ fn a_flipped_bit_in_a_record_is_corruption_not_data() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("waggle.db");
     valid_store(&path, 50);
-    let mut bytes = std::fs::read(&path).unwrap_or_default();
-    let needle = b"name of v0042";
-    let mut flipped = 0;
-    for at in 0..bytes.len().saturating_sub(needle.len()) {
-        if bytes[at..].starts_with(needle) {
-            bytes[at] ^= 0x20; // "name" becomes "Name": still valid JSON
-            flipped += 1;
-        }
-    }
+    // "name" becomes "Name": still valid JSON.
+    let flipped = flip_copies(&path, b"name of v0042", 0, 0x20, |_| true);
     assert!(flipped > 0, "the record was not found in the file");
-    write(&path, &bytes);
-    let before = files_beside(&path);
-    match RedbStore::open(&path) {
-        Err(e @ Error::Open { .. }) => assert!(e.to_string().contains("corrupt"), "{e}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-    assert!(files_beside(&path) == before, "the refusal changed a file");
+    refused_as_corrupt(&path);
     rt().block_on(async {
         let store = RedbStore::open_read_only(&path).unwrap_or_else(|e| panic!("{e}"));
         match store.find_by_id("v0042").await {
@@ -2252,23 +2239,14 @@ fn a_damaged_key_in_an_older_file_refuses_its_upgrade_untouched() {
     let path = dir.path().join("waggle.db");
     valid_store(&path, 4);
     to_legacy_layout(&path);
-    let mut bytes = std::fs::read(&path).unwrap_or_default();
     // The key, not the id inside the record (after `"`) or the name
     // (after a space).
-    let mut flipped = 0;
-    for at in 1..bytes.len().saturating_sub(5) {
-        if bytes[at..].starts_with(b"v0002") && bytes[at - 1] != b'"' && bytes[at - 1] != b' ' {
-            bytes[at + 1] ^= 0x80;
-            flipped += 1;
-        }
-    }
+    let flipped = flip_copies(&path, b"v0002", 1, 0x80, |before| {
+        before != b'"' && before != b' '
+    });
     assert!(flipped > 0, "the key was not found");
-    write(&path, &bytes);
     let before = files_beside(&path);
-    match RedbStore::open(&path) {
-        Err(e @ Error::Open { .. }) => assert!(e.to_string().contains("corrupt"), "{e}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    refused_as_corrupt(&path);
     let panics = waggle_store::store::redb::contained_panics();
     match RedbStore::open_with(&path, RedbOptions::default().verify_on_open(false)) {
         Err(e @ Error::Open { .. }) => {
@@ -2279,4 +2257,35 @@ fn a_damaged_key_in_an_older_file_refuses_its_upgrade_untouched() {
     }
     assert!(waggle_store::store::redb::contained_panics() > panics);
     assert!(files_beside(&path) == before, "a refusal changed a file");
+}
+
+/// Flips `mask` into byte `offset` of every copy of `needle` in the file
+/// at `path` whose preceding byte `keep` accepts; returns how many.
+fn flip_copies(
+    path: &Path,
+    needle: &[u8],
+    offset: usize,
+    mask: u8,
+    keep: impl Fn(u8) -> bool,
+) -> usize {
+    let mut bytes = std::fs::read(path).unwrap_or_default();
+    let mut flipped = 0;
+    for at in 1..bytes.len().saturating_sub(needle.len()) {
+        if bytes[at..].starts_with(needle) && keep(bytes[at - 1]) {
+            bytes[at + offset] ^= mask;
+            flipped += 1;
+        }
+    }
+    write(path, &bytes);
+    flipped
+}
+
+/// A writable open of `path` is refused as corrupt, every file as it was.
+fn refused_as_corrupt(path: &Path) {
+    let before = files_beside(path);
+    match RedbStore::open(path) {
+        Err(e @ Error::Open { .. }) => assert!(e.to_string().contains("corrupt"), "{e}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(files_beside(path) == before, "the refusal changed a file");
 }

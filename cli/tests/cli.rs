@@ -287,18 +287,7 @@ fn check_and_compact() {
     assert!(check.status.success(), "{}", stdout(&check));
     assert!(stdout(&check).contains("integrity: ok") && stdout(&check).contains("records ok: 3"));
     // Break one record: check exits 3 and names it.
-    {
-        let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
-        {
-            let t: redb::TableDefinition<&[u8], &[u8]> =
-                redb::TableDefinition::new("waggle_records");
-            let mut t = txn.open_table(t).unwrap_or_else(|e| panic!("{e}"));
-            t.insert(b"e2".as_slice(), b"garbage".as_slice())
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        txn.commit().unwrap_or_else(|e| panic!("{e}"));
-    }
+    put_raw(&path, b"e2", b"garbage");
     let check = cli(&path, &["check"]);
     assert_eq!(check.status.code(), Some(3), "{}", stdout(&check));
     assert!(
@@ -707,18 +696,7 @@ fn a_damaged_key_is_listed_never_a_panic() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("w.db");
     seeded(&path);
-    {
-        let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
-        {
-            let t: redb::TableDefinition<&[u8], &[u8]> =
-                redb::TableDefinition::new("waggle_records");
-            let mut t = txn.open_table(t).unwrap_or_else(|e| panic!("{e}"));
-            t.insert(b"e\xff9".as_slice(), b"anything".as_slice())
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        txn.commit().unwrap_or_else(|e| panic!("{e}"));
-    }
+    put_raw(&path, b"e\xff9", b"anything");
     let check = cli(&path, &["check"]);
     assert_eq!(check.status.code(), Some(3), "{}", stdout(&check));
     assert!(
@@ -736,4 +714,17 @@ fn a_damaged_key_is_listed_never_a_panic() {
     for out in [&check, &list] {
         assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
     }
+}
+
+/// Writes `value` under `key` into a closed store's records table, behind
+/// the store's back (its page checksums made anew, as redb does).
+fn put_raw(path: &Path, key: &[u8], value: &[u8]) {
+    let db = redb::Database::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+    {
+        let t: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("waggle_records");
+        let mut t = txn.open_table(t).unwrap_or_else(|e| panic!("{e}"));
+        t.insert(key, value).unwrap_or_else(|e| panic!("{e}"));
+    }
+    txn.commit().unwrap_or_else(|e| panic!("{e}"));
 }

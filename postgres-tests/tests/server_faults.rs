@@ -15,7 +15,7 @@ mod with_server {
     use std::time::{Duration, Instant};
 
     use waggle_store::store::postgres::{PgOptions, PgStore};
-    use waggle_store::{Audited, Environment, Repository, Runtime, Stream};
+    use waggle_store::{Audited, Environment, Repository, Runtime};
     use waggle_store_postgres_tests::{server_url, unique_schema};
 
     /// `pg_ctl` on the test server's data directory, as its owner.

@@ -11,7 +11,7 @@
 mod with_server {
     use std::time::{Duration, Instant};
 
-    use waggle_store::{Audited, Environment, Error, Repository, Revision, Runtime, Stream};
+    use waggle_store::{Audited, Environment, Error, Repository, Revision, Runtime};
     use waggle_store_postgres_tests::{connect, server_url, unique_schema};
 
     async fn raw() -> tokio_postgres::Client {
@@ -107,10 +107,7 @@ mod with_server {
             other => panic!("expected HistoryPruned, got {other:?}"),
         }
         let next = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx));
-        assert!(
-            matches!(next.await, None),
-            "the stream ends after the error"
-        );
+        assert!(next.await.is_none(), "the stream ends after the error");
     }
 }
 
