@@ -130,6 +130,29 @@ fn short_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
+/// Prints `header` and `rows` as columns padded to their widest cell, two
+/// spaces apart.
+fn print_aligned<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[String]| {
+        let padded: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    println!("{}", line(&header.map(str::to_owned)));
+    for row in rows {
+        println!("{}", line(row));
+    }
+}
+
 /// Prints environments as an aligned table.
 pub fn print_table(rows: &[Environment], now: DateTime<Utc>) {
     let header = [
@@ -157,24 +180,7 @@ pub fn print_table(rows: &[Environment], now: DateTime<Utc>) {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &cells {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |row: &[String]| {
-        let padded: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_owned()
-    };
-    println!("{}", line(&header.map(str::to_owned)));
-    for row in &cells {
-        println!("{}", line(row));
-    }
+    print_aligned(header, &cells);
     println!(
         "({} environment{})",
         rows.len(),
@@ -383,24 +389,7 @@ async fn history(config: &StoreConfig, id: &str, json: bool) -> anyhow::Result<(
         before = change.env.as_ref();
     }
     let header = ["REVISION", "TIME (UTC)", "ORIGIN", "CHANGE"];
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |row: &[String]| {
-        let padded: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_owned()
-    };
-    println!("{}", line(&header.map(str::to_owned)));
-    for row in &rows {
-        println!("{}", line(row));
-    }
+    print_aligned(header, &rows);
     let deleted = life.last().is_some_and(|c| c.kind == ChangeKind::Deleted);
     println!(
         "({} change{}{})",

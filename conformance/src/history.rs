@@ -29,8 +29,9 @@ fn value(id: &str, tag: u64) -> Environment {
     e
 }
 
-/// Every change the store keeps, read with `changes` page by page.
-async fn all_changes<S: Audited>(store: &S, case: &str) -> Vec<Change> {
+/// Every change the store keeps, read with `changes` page by page (7
+/// at a time, so every read of a few writes crosses pages).
+pub(crate) async fn all_changes<S: Audited>(store: &S, case: &str) -> Vec<Change> {
     let mut out: Vec<Change> = Vec::new();
     let mut cursor = Revision::new(0);
     loop {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use waggle_store::{Audited, Change, ChangeStream, Environment, Error, Revision, Runtime};
 
 use crate::harness::Harness;
+use crate::history::all_changes;
 
 /// How long a watcher may take to yield a change that is there. A store
 /// that is only woken by polling must poll more often than this (PgStore
@@ -59,22 +60,6 @@ async fn polled(stream: &mut ChangeStream<'_>, polls: usize) -> Option<Change> {
         }
     }
     None
-}
-
-async fn all_changes<S: Audited>(store: &S, case: &str) -> Vec<Change> {
-    let mut out: Vec<Change> = Vec::new();
-    let mut cursor = Revision::new(0);
-    loop {
-        let page = store
-            .changes(cursor, 100)
-            .await
-            .unwrap_or_else(|e| panic!("case {case:?}: changes failed: {e}"));
-        let Some(last) = page.last() else {
-            return out;
-        };
-        cursor = last.revision;
-        out.extend(page);
-    }
 }
 
 /// The whole check: resume from every cursor, the hand-over from catch-up
