@@ -2289,3 +2289,55 @@ fn refused_as_corrupt(path: &Path) {
     }
     assert!(files_beside(path) == before, "the refusal changed a file");
 }
+
+/// A new store is born with its history's state: a read-only handle that
+/// opens it while its first writer is still opening it (as a watcher
+/// started beside a server does) never finds the history off.
+#[test]
+fn a_new_store_is_never_seen_without_its_history() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const STORES: usize = 40;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let paths: Arc<Vec<PathBuf>> = Arc::new(
+        (0..STORES)
+            .map(|i| dir.path().join(format!("s{i}.db")))
+            .collect(),
+    );
+    let current = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (paths, current, done) = (Arc::clone(&paths), Arc::clone(&current), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let rt = rt();
+            let (mut opened, mut off) = (0usize, 0usize);
+            while !done.load(Ordering::SeqCst) {
+                let path = &paths[current.load(Ordering::SeqCst).min(STORES - 1)];
+                let Ok(store) = RedbStore::open_read_only(path) else {
+                    continue;
+                };
+                opened += 1;
+                if let Err(Error::HistoryOff) = rt.block_on(store.changes(Revision::new(0), 1)) {
+                    off += 1;
+                }
+            }
+            (opened, off)
+        })
+    };
+    let rt = rt();
+    for (i, path) in paths.iter().enumerate() {
+        current.store(i, Ordering::SeqCst);
+        let store = RedbStore::open(path).unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(store.save(&env("first")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+    }
+    done.store(true, Ordering::SeqCst);
+    let (opened, off) = reader
+        .join()
+        .unwrap_or_else(|_| panic!("the reader panicked"));
+    println!(
+        "{STORES} new stores, {opened} read-only opens beside their first writer: history off {off} times"
+    );
+    assert!(opened > 0, "the reader never opened a store");
+    assert_eq!(off, 0, "a new store was seen without its history");
+}

@@ -483,7 +483,10 @@ pub(super) fn sync_parent(path: &Path) -> io::Result<()> {
 }
 
 /// Makes an empty redb file a store: metadata and tables, one commit.
-pub(super) fn initialise(db: &Database) -> Result<()> {
+/// Whether writers record the history is in that commit too, so a
+/// read-only handle never sees a new store without it (and a watcher
+/// beside the first writer is never told the history is off).
+pub(super) fn initialise(db: &Database, history: bool) -> Result<()> {
     let format_version = FORMAT_VERSION.to_string();
     let schema_version = record::SCHEMA_VERSION.to_string();
     // A new store gets its journal keys here, in the same commit, not in a
@@ -499,6 +502,8 @@ pub(super) fn initialise(db: &Database) -> Result<()> {
             (JOURNAL_ID, &journal_id),
             (JOURNAL_NEXT, "1"),
             (JOURNAL_STATE, "closed"),
+            (HISTORY_STATE, if history { "on" } else { "off" }),
+            (PRUNED_THROUGH, "0"),
         ],
     )
 }

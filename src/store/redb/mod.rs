@@ -463,7 +463,8 @@ impl RedbStore {
             }
         };
         match inspect_opening(path, &snapshot(path, db.begin_read())?)? {
-            Layout::Empty => initialise(&db).map_err(|e| damaged(path, &e))?,
+            Layout::Empty => initialise(&db, options.history.retention.records())
+                .map_err(|e| damaged(path, &e))?,
             Layout::Legacy => upgrade_layout(&db).map_err(|e| damaged(path, &e))?,
             Layout::Ours => {}
         }
@@ -759,7 +760,11 @@ fn create_store(path: &Path, options: &RedbOptions, place: Place) -> Result<Opti
                 .create_with_backend(file)
                 .map_err(|e| database_error(path, e))
         })
-        .and_then(|db| initialise(&db).map(|()| db).map_err(|e| damaged(path, &e)));
+        .and_then(|db| {
+            initialise(&db, options.history.retention.records())
+                .map(|()| db)
+                .map_err(|e| damaged(path, &e))
+        });
     let db = match made {
         Ok(db) => db,
         Err(e) => {
