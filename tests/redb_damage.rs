@@ -6,7 +6,8 @@
 //! the store file and both journal files, then a cleanly closed store, then
 //! the bytes of its ids wherever they sit (record keys, the ids inside
 //! records, the history) flipped to bytes that are not UTF-8 and to other
-//! ids. Each case is opened and read in a child process — so an abort or a
+//! ids, then every used byte of the page of redb's table of tables. Each
+//! case is opened and read in a child process — so an abort or a
 //! hang is counted, not fatal. Every case must end in a refusal that
 //! changed no file, a typed read error, or the exact values the undamaged
 //! image holds: never a panic reaching the caller or printed, a panic on
@@ -359,20 +360,29 @@ fn a_flipped_byte_anywhere_is_refused_or_reported_never_wrong() {
     let (key_seen, key_bad) = sweep(&clean, &clean_files, &key_places, &|_, _| false);
     report("ids and keys in a closed store", &key_places, &key_seen);
 
+    // redb's table of tables: every byte its page uses, each in turn. A
+    // table's name, root or length damaged there is read by every open
+    // and unchecked by a read-only one (a store that read as empty, a
+    // length that sized an allocation past any memory: both seen here).
+    let tables_places = table_of_tables_places(&clean_files[0]);
+    let (tables_seen, tables_bad) = sweep(&clean, &clean_files, &tables_places, &|_, _| false);
+    report("redb's table of tables", &tables_places, &tables_seen);
+
     let bad: Vec<String> = crash_bad
         .into_iter()
         .chain(clean_bad)
         .chain(key_bad)
+        .chain(tables_bad)
         .collect();
     let sum = |key: &str| -> usize {
-        [&crash_seen, &clean_seen, &key_seen]
+        [&crash_seen, &clean_seen, &key_seen, &tables_seen]
             .iter()
             .filter_map(|seen| seen.get(key))
             .sum()
     };
     println!(
         "damage sweep: {} places in all ({} in keys and ids); panics: {}, panics printed: {}, contained panics on checked pages: {}, aborts: {}, hangs: {}, silent wrong values: {} (on unchecked pages: {}), refused files that check called sound: {}, files changed by a refusal: {}; after a refusal, redb panics contained quietly on unchecked pages: {}",
-        places.len() + clean_places.len() + key_places.len(),
+        places.len() + clean_places.len() + key_places.len() + tables_places.len(),
         key_places.len(),
         sum("panic"),
         sum("uncontained-panic"),
@@ -400,6 +410,32 @@ fn with_masks(places: Vec<(usize, usize)>) -> Vec<(usize, usize, u8)> {
         .enumerate()
         .map(|(k, (file, offset))| (file, offset, 1u8 << (k % 8)))
         .collect()
+}
+
+/// Every used byte (up to the last that is not zero) of each page of the
+/// store file `bytes` that holds redb's table of tables — where the table
+/// names are; older copies of it that a commit left behind included, as
+/// which one is live is redb's to know.
+fn table_of_tables_places(bytes: &[u8]) -> Vec<(usize, usize, u8)> {
+    const PAGE: usize = 4096;
+    let name = b"waggle_records";
+    let mut pages: Vec<usize> = bytes
+        .windows(name.len())
+        .enumerate()
+        .filter(|(_, w)| *w == name)
+        .map(|(at, _)| at / PAGE * PAGE)
+        .collect();
+    pages.dedup();
+    assert!(!pages.is_empty(), "the table of tables was not found");
+    let mut places = Vec::new();
+    for page in pages {
+        let end = bytes[page..(page + PAGE).min(bytes.len())]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(page, |last| page + last + 1);
+        places.extend((page..end).map(|offset| (0, offset)));
+    }
+    with_masks(places)
 }
 
 /// Up to `most` places in the ids of the store file `bytes` (`s` and four

@@ -2341,3 +2341,53 @@ fn a_new_store_is_never_seen_without_its_history() {
     assert!(opened > 0, "the reader never opened a store");
     assert_eq!(off, 0, "a new store was seen without its history");
 }
+
+/// A store whose records table is gone from redb's table of tables (its
+/// name damaged there, on a page a read-only open never checks) is damage
+/// on every open — writable, without the page check, read-only — never an
+/// empty store that a write would then make anew; and no refusal changes a
+/// file.
+#[test]
+fn a_missing_records_table_is_damage_never_an_empty_store() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("waggle.db");
+    rt().block_on(async {
+        let store = RedbStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .save(&env("kept"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+    });
+    {
+        let db = redb::Database::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+        txn.delete_table(RECORDS).unwrap_or_else(|e| panic!("{e}"));
+        txn.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let before = files_beside(&path);
+    let unverified = RedbOptions::default().verify_on_open(false);
+    let opens = [
+        ("open", RedbStore::open(&path).map(drop)),
+        (
+            "open without the page check",
+            RedbStore::open_with(&path, unverified).map(drop),
+        ),
+        ("read-only open", RedbStore::open_read_only(&path).map(drop)),
+    ];
+    for (how, opened) in opens {
+        match opened {
+            Err(e @ Error::Open { .. }) => assert!(
+                e.to_string().contains("waggle_records is missing"),
+                "{how}: {e}"
+            ),
+            other => panic!("{how}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(files_beside(&path) == before, "a refusal changed a file");
+    let report = RedbStore::check(&path);
+    assert!(
+        report.as_ref().map_or(true, |r| !r.is_ok()),
+        "check called it sound: {report:?}"
+    );
+}

@@ -244,6 +244,16 @@ fn inspect(path: &Path, txn: &ReadTransaction) -> Result<Layout> {
                 HINT_CORRUPT,
             ));
         }
+        // Every store has it from its first commit on. Missing, it is
+        // damage (a table's name or entry in redb's table of tables, a
+        // page nobody checked): a write would make it anew, empty.
+        if !has(RECORDS.name()) {
+            return Err(open_error(
+                path,
+                format!("its table {} is missing", RECORDS.name()),
+                HINT_CORRUPT,
+            ));
+        }
         return Ok(Layout::Ours);
     }
     if has(LEGACY_META.name()) {

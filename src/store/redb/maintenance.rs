@@ -11,7 +11,7 @@ use redb::{Database, DatabaseError, ReadableTable, StorageError};
 
 use super::contain::quietly;
 use super::file::{HINT_CORRUPT, database_error, io_error, key_id, storage};
-use super::{Handle, RedbStore, decode, open_records, read_only_view};
+use super::{Handle, RedbStore, damaged, decode, open_records, read_only_view};
 use crate::error::{Error, Result};
 
 /// What [`RedbStore::check`] found.
@@ -51,18 +51,33 @@ impl RedbStore {
     /// Blocking: call it from a blocking context.
     pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
         let path = path.as_ref();
+        // Each step below contains what it can name; this is the net under
+        // them all (dropping a handle redb panicked in, say).
+        quietly(|| Self::check_inner(path)).unwrap_or_else(|what| {
+            Err(damaged(
+                path,
+                &format!("the storage engine failed while checking it: {what}"),
+            ))
+        })
+    }
+
+    fn check_inner(path: &Path) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         let handle = match Self::open_for_maintenance(path).and_then(Self::into_database) {
             Ok(mut db) => {
                 // The open verified every page; this checks the file as
                 // the writer left it after recovery.
-                report.integrity = Some(match db.check_integrity() {
-                    Ok(verified) => verified,
-                    Err(DatabaseError::Storage(StorageError::Corrupted(what))) => {
+                report.integrity = Some(match quietly(|| db.check_integrity()) {
+                    Ok(Ok(verified)) => verified,
+                    Ok(Err(DatabaseError::Storage(StorageError::Corrupted(what)))) => {
                         tracing::warn!(path = %path.display(), %what, "integrity check failed");
                         false
                     }
-                    Err(e) => return Err(database_error(path, e)),
+                    Ok(Err(e)) => return Err(database_error(path, e)),
+                    Err(what) => {
+                        tracing::warn!(path = %path.display(), %what, "integrity check failed");
+                        false
+                    }
                 });
                 Handle::Write(db)
             }
@@ -83,10 +98,15 @@ impl RedbStore {
         };
         // Beside a live writer, the journaled writes are checked too; a
         // writable open has already taken them into the file.
-        if let Handle::Read(_) = handle
-            && let Err(e) = read_only_view(&handle, path, &Default::default())
-        {
-            report.corrupt.push(("(journal)".to_owned(), e.to_string()));
+        if let Handle::Read(_) = handle {
+            match quietly(|| read_only_view(&handle, path, &Default::default()).map(drop)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => report.corrupt.push(("(journal)".to_owned(), e.to_string())),
+                Err(what) => report.corrupt.push((
+                    "(a damaged page)".to_owned(),
+                    format!("the storage engine could not read the journal's metadata ({what})"),
+                )),
+            }
         }
         // After a failed page check, the pages are read unchecked: a panic
         // inside redb there is one more damage found, quietly.

@@ -217,12 +217,18 @@ pub(super) fn find(txn: &ReadTransaction, overlay: &Overlay, id: &str) -> Result
     }
 }
 
+/// The most values `find_all` makes room for before it reads them.
+const PREALLOCATED: usize = 1 << 16;
+
 /// Every value in the snapshot with `overlay` over it, sorted by id.
 pub(super) fn find_all(txn: &ReadTransaction, overlay: &Overlay) -> Result<Vec<Versioned>> {
     let pending = overlay.merged();
     let table = open_records(txn)?;
-    let stored = usize::try_from(table.len().unwrap_or(0)).unwrap_or(0);
-    let mut all = Vec::with_capacity(stored + pending.len());
+    // The table's own count sizes the vector, within reason: on a damaged
+    // page redb does not check it can say anything, and a vector sized
+    // by it would abort the process for want of memory.
+    let stored = usize::try_from(table.len().unwrap_or(0)).map_or(0, |n| n.min(PREALLOCATED));
+    let mut all = Vec::with_capacity(stored.saturating_add(pending.len()));
     let mut overlay = pending.iter().peekable();
     // Rows seen, and the last id: a damaged page redb does not check on a
     // read can drop rows or repeat them out of order; the table's own
@@ -275,7 +281,7 @@ pub(super) fn count(txn: &ReadTransaction, overlay: &Overlay) -> Result<usize> {
             .map_err(storage("reading"))?
             .is_some();
         match (stored, value.is_some()) {
-            (false, true) => n += 1,
+            (false, true) => n = n.saturating_add(1),
             (true, false) => n = n.saturating_sub(1),
             _ => {}
         }
