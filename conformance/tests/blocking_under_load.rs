@@ -103,17 +103,44 @@ impl Stall for Fsync {
     }
 }
 
-/// Waits on a `std::sync::Mutex` that another thread holds for 1 ms.
+/// The calling thread's id, for [`wait_until_asleep`].
+fn this_thread() -> libc::pid_t {
+    // SAFETY: gettid takes nothing and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Returns once thread `tid` of this process is asleep (`S` or `D` in
+/// `/proc`): blocked in the wait its stall is about to make, not still
+/// on its way to it or waiting for a core. A peer that then makes it wait
+/// 1 ms more makes it block for 1 ms, however loaded the machine.
+fn wait_until_asleep(tid: libc::pid_t) {
+    let stat = format!("/proc/self/task/{tid}/stat");
+    loop {
+        let text = std::fs::read_to_string(&stat).unwrap_or_else(|e| panic!("{stat}: {e}"));
+        // The state follows the command name, which ends at the last ')'.
+        let state = text
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if matches!(state, Some('S' | 'D')) {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Waits on a `std::sync::Mutex` that another thread holds until this one
+/// has been asleep on it for 1 ms.
 #[derive(Default)]
 struct Lock(Arc<Mutex<()>>);
 
 impl Stall for Lock {
     fn stall(&self) {
         let (held, taken) = std::sync::mpsc::sync_channel(0);
-        let lock = Arc::clone(&self.0);
+        let (lock, waiter) = (Arc::clone(&self.0), this_thread());
         std::thread::spawn(move || {
             let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
             let _ = held.send(());
+            wait_until_asleep(waiter);
             std::thread::sleep(STALL);
         });
         let _ = taken.recv();
@@ -121,8 +148,8 @@ impl Stall for Lock {
     }
 }
 
-/// A blocking read of a socket whose peer answers 1 ms later: a
-/// synchronous network round trip.
+/// A blocking read of a socket whose peer answers once this thread has
+/// been asleep in the read for 1 ms: a synchronous network round trip.
 #[derive(Default)]
 struct BlockingRead;
 
@@ -130,7 +157,9 @@ impl Stall for BlockingRead {
     fn stall(&self) {
         let (mut ours, mut theirs) =
             UnixStream::pair().unwrap_or_else(|e| panic!("a socket pair: {e}"));
+        let reader = this_thread();
         std::thread::spawn(move || {
+            wait_until_asleep(reader);
             std::thread::sleep(STALL);
             let _ = theirs.write_all(b"x");
         });
